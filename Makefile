@@ -1,0 +1,54 @@
+# monoscope: the two commands a new user needs are `make demo` and `make test`.
+# Both create .venv when it is missing and (re)install only when pyproject.toml
+# or constraints.txt changed, so running them twice does no extra work.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CORES ?= 2
+# torch goes in first and pinned: an open range would pull several GB of CUDA
+# wheels on a CPU-only machine. Override for a CUDA build, e.g.
+#   make install TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.monoscope-installed
+
+.PHONY: install demo test test-fast bench lint format report clean-results
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES)
+
+report: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES) --report results/demo/report.html
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow and not workflow"
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_references.py --out results/bench
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests workflow benchmarks
+	$(BIN)/ruff format --check src tests workflow benchmarks
+	$(BIN)/snakefmt --check Snakefile rules
+	$(BIN)/snakemake --lint --cores 1
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix src tests workflow benchmarks
+	$(BIN)/ruff format src tests workflow benchmarks
+	$(BIN)/snakefmt Snakefile rules
+
+clean-results:
+	rm -rf results/demo .snakemake

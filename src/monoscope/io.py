@@ -1,0 +1,87 @@
+"""File input and output: atomic writes, safetensors with metadata, JSON.
+
+Every output is first written to a temporary file in the destination directory and
+then renamed into place, so an interrupted job never leaves a file that looks
+complete. Nothing is pickled: tensors go to safetensors, tables to CSV, small
+records to JSON.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it to ``path`` on success.
+
+    On an exception the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    temporary = Path(temporary)
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def save_tensors(
+    path: str | os.PathLike,
+    tensors: Mapping[str, torch.Tensor],
+    metadata: Mapping[str, Any] | None = None,
+) -> None:
+    """Write tensors to a safetensors file atomically.
+
+    ``metadata`` values that are not strings are stored as JSON, so any
+    JSON-serialisable record travels with the tensors (see :func:`load_tensors`).
+    """
+    encoded = {
+        key: value if isinstance(value, str) else json.dumps(value)
+        for key, value in (metadata or {}).items()
+    }
+    contiguous = {key: value.detach().cpu().contiguous() for key, value in tensors.items()}
+    with atomic_path(path) as temporary:
+        save_file(contiguous, str(temporary), metadata=encoded)
+
+
+def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a safetensors file; returns ``(tensors, metadata)`` with JSON metadata decoded."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"tensor file not found: {path}")
+    tensors = {}
+    with safe_open(str(path), framework="pt") as handle:
+        for key in handle.keys():
+            tensors[key] = handle.get_tensor(key)
+        raw = handle.metadata() or {}
+    metadata = {}
+    for key, value in raw.items():
+        try:
+            metadata[key] = json.loads(value)
+        except json.JSONDecodeError:
+            metadata[key] = value
+    return tensors, metadata
+
+
+def write_json(path: str | os.PathLike, record: Any) -> None:
+    """Write a JSON file atomically, keys sorted for stable bytes."""
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    return json.loads(Path(path).read_text())

@@ -1,0 +1,30 @@
+"""Logging set-up shared by the workflow scripts and the command line."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+
+def setup_logging(log_path: str | os.PathLike | None = None, level: int = logging.INFO) -> None:
+    """Send log records (and tqdm's progress bars, which use stderr) to ``log_path``.
+
+    When ``log_path`` is given, stderr itself is redirected to the file so that
+    warnings and tracebacks from libraries land in the rule's log as well.
+    """
+    if log_path is not None:
+        stream = open(log_path, "a", buffering=1)  # noqa: SIM115 (lives as long as the process)
+        sys.stderr = stream
+    logging.basicConfig(
+        level=level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+
+
+def progress_kwargs() -> dict:
+    """tqdm options: live bars on a terminal, sparse lines in a log file."""
+    interactive = sys.stderr.isatty()
+    return {"mininterval": 0.1 if interactive else 10.0, "dynamic_ncols": interactive}
