@@ -1,0 +1,30 @@
+# monoscope: one DAG from images to the tables of a paper. See README.md.
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+# Fails before any job starts, naming the offending key; fills in the defaults.
+validate(config, "config/schema.yaml", set_default=True)
+
+
+report: "workflow/report/workflow.rst"
+
+
+scattergather:
+    references=config["references"]["shards"],
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/models.smk"
+include: "rules/references.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

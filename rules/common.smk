@@ -1,0 +1,58 @@
+# Paths, input functions and parameters shared by all rules.
+import os
+
+
+wildcard_constraints:
+    mode="actmax|relmax",
+    layer=r"[A-Za-z0-9_.]+",
+
+
+OUT = f"results/{config['experiment']}"
+ENV = "../envs/monoscope.yaml"
+IS_DEMO_MODEL = config["model"]["name"] == "demo_cnn" and config["model"]["weights"] == "trained"
+WITH_JUDGE = config["data"]["name"] == "digits"
+REFERENCE_LAYERS = config["references"]["layers"] or [config["model"]["upper_layer"]]
+
+
+def out(path):
+    """A path under this experiment's results folder."""
+    return f"{OUT}/{path}"
+
+
+def subject_model_file():
+    """What a model job depends on: the trained demo weights or the weight check."""
+    return out("models/subject.safetensors") if IS_DEMO_MODEL else out("models/subject_check.json")
+
+
+def model_params():
+    """The model section handed to scripts, with the demo's trained weights resolved."""
+    model = dict(config["model"])
+    if IS_DEMO_MODEL:
+        model["weights"] = out("models/subject.safetensors")
+    return {key: model[key] for key in ("name", "weights", "num_classes")}
+
+
+def weight_file_input(wildcards):
+    """The configured weight file, when it is a file that exists (else the check fails clearly)."""
+    weights = config["model"]["weights"]
+    if weights in ("cache", "random", "trained") or not os.path.exists(weights):
+        return []
+    return [weights]
+
+
+def reference_grids():
+    return expand(
+        out("references/grid_{mode}_{layer}.png"),
+        mode=config["references"]["modes"],
+        layer=REFERENCE_LAYERS,
+    )
+
+
+def all_targets():
+    targets = [out("references/references.safetensors"), *reference_grids()]
+    targets.append(subject_model_file())
+    if IS_DEMO_MODEL:
+        targets.append(out("models/subject_metrics.json"))
+    if WITH_JUDGE:
+        targets.append(out("models/judge.safetensors"))
+    return targets

@@ -1,0 +1,74 @@
+rule train_subject:
+    input:
+        samples=out("data/samples.csv"),
+    output:
+        model=out("models/subject.safetensors"),
+        metrics=report(
+            out("models/subject_metrics.json"),
+            caption="../workflow/report/subject_metrics.rst",
+            category="Models",
+        ),
+    params:
+        data=config["data"],
+        train={k: v for k, v in config["demo"].items() if k != "judge"},
+        device=config["device"],
+    threads: config["threads"]
+    resources:
+        gpu=1,
+    log:
+        out("logs/train_subject.log"),
+    benchmark:
+        out("benchmarks/train_subject.tsv")
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/train_demo.py"
+
+
+rule train_judge:
+    input:
+        samples=out("data/samples.csv"),
+    output:
+        model=out("models/judge.safetensors"),
+        metrics=out("models/judge_metrics.json"),
+    params:
+        data=config["data"],
+        train={
+            "widths": config["demo"]["judge"]["widths"],
+            "epochs": config["demo"]["judge"]["epochs"],
+            "batch_size": config["demo"]["batch_size"],
+            "lr": config["demo"]["lr"],
+            "seed": config["demo"]["seed"],
+            "label_groups": [],
+        },
+        device=config["device"],
+    threads: config["threads"]
+    resources:
+        gpu=1,
+    log:
+        out("logs/train_judge.log"),
+    benchmark:
+        out("benchmarks/train_judge.tsv")
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/train_demo.py"
+
+
+rule check_weights:
+    input:
+        weight_file_input,
+    output:
+        out("models/subject_check.json"),
+    params:
+        model=model_params(),
+        layers=[config["model"]["upper_layer"], config["model"]["lower_layer"]],
+        image_size=config["data"]["image_size"],
+    log:
+        out("logs/check_weights.log"),
+    benchmark:
+        out("benchmarks/check_weights.tsv")
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/check_weights.py"

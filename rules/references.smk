@@ -1,0 +1,71 @@
+# PURE stage 1: top-N reference samples of every channel, sharded over the data set.
+
+
+rule collect_references:
+    input:
+        samples=out("data/samples.csv"),
+        model=subject_model_file(),
+    output:
+        out("references/shards/{scatteritem}.safetensors"),
+    params:
+        data=config["data"],
+        model=model_params(),
+        layers=REFERENCE_LAYERS,
+        references={
+            k: v for k, v in config["references"].items() if k not in ("shards", "grid", "layers")
+        },
+        device=config["device"],
+    threads: config["threads"]
+    resources:
+        gpu=1,
+    log:
+        out("logs/collect_references/{scatteritem}.log"),
+    benchmark:
+        out("benchmarks/collect_references/{scatteritem}.tsv")
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/collect_references.py"
+
+
+rule merge_references:
+    input:
+        gather.references(out("references/shards/{scatteritem}.safetensors")),
+    output:
+        out("references/references.safetensors"),
+    params:
+        n=config["references"]["n"],
+    log:
+        out("logs/merge_references.log"),
+    benchmark:
+        out("benchmarks/merge_references.tsv")
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/merge_references.py"
+
+
+rule plot_references:
+    input:
+        references=out("references/references.safetensors"),
+        samples=out("data/samples.csv"),
+        classes=out("data/classes.json"),
+    output:
+        report(
+            out("references/grid_{mode}_{layer}.png"),
+            caption="../workflow/report/references_grid.rst",
+            category="References",
+            subcategory="{layer}",
+            labels={"mode": "{mode}", "layer": "{layer}"},
+        ),
+    params:
+        data=config["data"],
+        grid=config["references"]["grid"],
+    log:
+        out("logs/plot_references/{mode}_{layer}.log"),
+    benchmark:
+        out("benchmarks/plot_references/{mode}_{layer}.tsv")
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/plot_references.py"

@@ -1,0 +1,22 @@
+"""A PNG grid of the top references of the first channels of one layer."""
+
+from monoscope.config import from_mapping
+from monoscope.data import DataConfig, open_dataset
+from monoscope.io import read_json
+from monoscope.logs import setup_logging
+from monoscope.plotting import plot_reference_grid
+from monoscope.references import load_references
+
+setup_logging(snakemake.log[0])
+references, _ = load_references(snakemake.input.references)
+mode, layer = snakemake.wildcards.mode, snakemake.wildcards.layer
+dataset = open_dataset(from_mapping(DataConfig, snakemake.params.data), snakemake.input.samples)
+plot_reference_grid(
+    references[(mode, layer)],
+    dataset,
+    snakemake.output[0],
+    class_names=read_json(snakemake.input.classes),
+    channels=snakemake.params.grid["channels"],
+    columns=snakemake.params.grid["columns"],
+    title=f"{layer}: top references by {mode}",
+)
