@@ -9,7 +9,9 @@ wildcard_constraints:
 
 OUT = f"results/{config['experiment']}"
 ENV = "../envs/monoscope.yaml"
-IS_DEMO_MODEL = config["model"]["name"] == "demo_cnn" and config["model"]["weights"] == "trained"
+IS_DEMO_MODEL = (
+    config["model"]["name"] == "demo_cnn" and config["model"]["weights"] == "trained"
+)
 WITH_JUDGE = config["data"]["name"] == "digits"
 REFERENCE_LAYERS = config["references"]["layers"] or [config["model"]["upper_layer"]]
 
@@ -21,7 +23,11 @@ def out(path):
 
 def subject_model_file():
     """What a model job depends on: the trained demo weights or the weight check."""
-    return out("models/subject.safetensors") if IS_DEMO_MODEL else out("models/subject_check.json")
+    return (
+        out("models/subject.safetensors")
+        if IS_DEMO_MODEL
+        else out("models/subject_check.json")
+    )
 
 
 def model_params():

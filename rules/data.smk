@@ -2,13 +2,13 @@ rule prepare_data:
     output:
         samples=out("data/samples.csv"),
         classes=out("data/classes.json"),
-    params:
-        data=config["data"],
     log:
         out("logs/prepare_data.log"),
     benchmark:
         out("benchmarks/prepare_data.tsv")
     conda:
         ENV
+    params:
+        data=config["data"],
     script:
         "../workflow/scripts/prepare_data.py"

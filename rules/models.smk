@@ -8,19 +8,19 @@ rule train_subject:
             caption="../workflow/report/subject_metrics.rst",
             category="Models",
         ),
-    params:
-        data=config["data"],
-        train={k: v for k, v in config["demo"].items() if k != "judge"},
-        device=config["device"],
-    threads: config["threads"]
-    resources:
-        gpu=1,
     log:
         out("logs/train_subject.log"),
     benchmark:
         out("benchmarks/train_subject.tsv")
     conda:
         ENV
+    threads: config["threads"]
+    resources:
+        gpu=1,
+    params:
+        data=config["data"],
+        train={k: v for k, v in config["demo"].items() if k != "judge"},
+        device=config["device"],
     script:
         "../workflow/scripts/train_demo.py"
 
@@ -31,6 +31,15 @@ rule train_judge:
     output:
         model=out("models/judge.safetensors"),
         metrics=out("models/judge_metrics.json"),
+    log:
+        out("logs/train_judge.log"),
+    benchmark:
+        out("benchmarks/train_judge.tsv")
+    conda:
+        ENV
+    threads: config["threads"]
+    resources:
+        gpu=1,
     params:
         data=config["data"],
         train={
@@ -42,15 +51,6 @@ rule train_judge:
             "label_groups": [],
         },
         device=config["device"],
-    threads: config["threads"]
-    resources:
-        gpu=1,
-    log:
-        out("logs/train_judge.log"),
-    benchmark:
-        out("benchmarks/train_judge.tsv")
-    conda:
-        ENV
     script:
         "../workflow/scripts/train_demo.py"
 
@@ -60,15 +60,15 @@ rule check_weights:
         weight_file_input,
     output:
         out("models/subject_check.json"),
-    params:
-        model=model_params(),
-        layers=[config["model"]["upper_layer"], config["model"]["lower_layer"]],
-        image_size=config["data"]["image_size"],
     log:
         out("logs/check_weights.log"),
     benchmark:
         out("benchmarks/check_weights.tsv")
     conda:
         ENV
+    params:
+        model=model_params(),
+        layers=[config["model"]["upper_layer"], config["model"]["lower_layer"]],
+        image_size=config["data"]["image_size"],
     script:
         "../workflow/scripts/check_weights.py"

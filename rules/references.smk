@@ -7,23 +7,25 @@ rule collect_references:
         model=subject_model_file(),
     output:
         out("references/shards/{scatteritem}.safetensors"),
-    params:
-        data=config["data"],
-        model=model_params(),
-        layers=REFERENCE_LAYERS,
-        references={
-            k: v for k, v in config["references"].items() if k not in ("shards", "grid", "layers")
-        },
-        device=config["device"],
-    threads: config["threads"]
-    resources:
-        gpu=1,
     log:
         out("logs/collect_references/{scatteritem}.log"),
     benchmark:
         out("benchmarks/collect_references/{scatteritem}.tsv")
     conda:
         ENV
+    threads: config["threads"]
+    resources:
+        gpu=1,
+    params:
+        data=config["data"],
+        model=model_params(),
+        layers=REFERENCE_LAYERS,
+        references={
+            k: v
+            for k, v in config["references"].items()
+            if k not in ("shards", "grid", "layers")
+        },
+        device=config["device"],
     script:
         "../workflow/scripts/collect_references.py"
 
@@ -33,14 +35,14 @@ rule merge_references:
         gather.references(out("references/shards/{scatteritem}.safetensors")),
     output:
         out("references/references.safetensors"),
-    params:
-        n=config["references"]["n"],
     log:
         out("logs/merge_references.log"),
     benchmark:
         out("benchmarks/merge_references.tsv")
     conda:
         ENV
+    params:
+        n=config["references"]["n"],
     script:
         "../workflow/scripts/merge_references.py"
 
@@ -58,14 +60,14 @@ rule plot_references:
             subcategory="{layer}",
             labels={"mode": "{mode}", "layer": "{layer}"},
         ),
-    params:
-        data=config["data"],
-        grid=config["references"]["grid"],
     log:
         out("logs/plot_references/{mode}_{layer}.log"),
     benchmark:
         out("benchmarks/plot_references/{mode}_{layer}.tsv")
     conda:
         ENV
+    params:
+        data=config["data"],
+        grid=config["references"]["grid"],
     script:
         "../workflow/scripts/plot_references.py"

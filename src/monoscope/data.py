@@ -58,7 +58,9 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         if self.name not in DATA_SOURCES:
-            raise ValueError(f"data.name: unknown data set '{self.name}'; known: {sorted(DATA_SOURCES)}")
+            raise ValueError(
+                f"data.name: unknown data set '{self.name}'; known: {sorted(DATA_SOURCES)}"
+            )
         if self.image_size < 1:
             raise ValueError(f"data.image_size must be positive, got {self.image_size}")
         if not 0.0 < self.test_fraction < 1.0:
@@ -111,10 +113,13 @@ class ImageFolderSource:
             )
         self.config = config
         self.root = root
-        self.classes, class_to_index = find_classes(str(root))
-        self.items = make_dataset(str(root), class_to_index, extensions=IMG_EXTENSIONS)
-        if not self.items:
-            raise FileNotFoundError(f"no images with extensions {IMG_EXTENSIONS} under {root}")
+        try:
+            self.classes, class_to_index = find_classes(str(root))
+            self.items = make_dataset(str(root), class_to_index, extensions=IMG_EXTENSIONS)
+        except FileNotFoundError as error:  # torchvision's messages omit the root
+            raise FileNotFoundError(
+                f"image folder {root} (data.root) is not a usable ImageFolder tree: {error}"
+            ) from error
         size = config.image_size
         self.transform = transforms.Compose(
             [
@@ -163,6 +168,10 @@ def make_sample_table(config: DataConfig) -> tuple[pd.DataFrame, list[str]]:
     if config.max_samples is not None and config.max_samples < len(table):
         keep = np.sort(rng.choice(len(table), size=config.max_samples, replace=False))
         table = table.iloc[keep].reset_index(drop=True)
+    if len(table) < 2:
+        raise ValueError(
+            f"data set {config.name} has {len(table)} sample(s); a split needs at least 2"
+        )
     labels = table["label"].to_numpy()
     counts = np.bincount(labels)
     stratify = labels if counts[counts > 0].min() >= 2 else None
@@ -181,7 +190,9 @@ def make_sample_table(config: DataConfig) -> tuple[pd.DataFrame, list[str]]:
 def read_sample_table(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"sample table not found: {path} (written by the prepare_data rule)")
+        raise FileNotFoundError(
+            f"sample table not found: {path} (written by the prepare_data rule)"
+        )
     return pd.read_csv(path)
 
 

@@ -46,13 +46,10 @@ def save_tensors(
 ) -> None:
     """Write tensors to a safetensors file atomically.
 
-    ``metadata`` values that are not strings are stored as JSON, so any
-    JSON-serialisable record travels with the tensors (see :func:`load_tensors`).
+    Every ``metadata`` value is stored as JSON (strings too, so ``"42"`` comes back as
+    the string it was), so any JSON-serialisable record travels with the tensors.
     """
-    encoded = {
-        key: value if isinstance(value, str) else json.dumps(value)
-        for key, value in (metadata or {}).items()
-    }
+    encoded = {key: json.dumps(value) for key, value in (metadata or {}).items()}
     contiguous = {key: value.detach().cpu().contiguous() for key, value in tensors.items()}
     with atomic_path(path) as temporary:
         save_file(contiguous, str(temporary), metadata=encoded)
@@ -72,7 +69,7 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     for key, value in raw.items():
         try:
             metadata[key] = json.loads(value)
-        except json.JSONDecodeError:
+        except json.JSONDecodeError:  # written by another tool: keep the raw string
             metadata[key] = value
     return tensors, metadata
 

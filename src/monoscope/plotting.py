@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import matplotlib
+import torch
 
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
@@ -37,7 +38,13 @@ def plot_reference_grid(
     for channel in range(rows):
         ids = references.sample_ids[channel, :columns]
         valid = ids != EMPTY_ID
-        positions = dataset.position_of(ids[valid].numpy())
+        positions = dict(
+            zip(
+                torch.nonzero(valid).flatten().tolist(),
+                dataset.position_of(ids[valid].numpy()).tolist(),
+                strict=True,
+            )
+        )
         for column in range(columns):
             axis = axes[channel, column]
             axis.set_xticks([])
@@ -47,7 +54,7 @@ def plot_reference_grid(
             if not valid[column]:
                 axis.axis("off")
                 continue
-            image, label, _ = dataset[int(positions[column])]
+            image, label, _ = dataset[positions[column]]
             axis.imshow(image.permute(1, 2, 0).numpy(), interpolation="nearest")
             _mark_position(axis, references, channel, column, image.shape[1:])
             name = class_names[label] if class_names else str(label)

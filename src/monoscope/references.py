@@ -64,7 +64,9 @@ class ReferenceConfig:
         if self.n < 1:
             raise ValueError(f"references.n must be positive, got {self.n}")
         if not self.modes or any(mode not in MODES for mode in self.modes):
-            raise ValueError(f"references.modes must be a non-empty subset of {MODES}, got {self.modes}")
+            raise ValueError(
+                f"references.modes must be a non-empty subset of {MODES}, got {self.modes}"
+            )
         if self.relmax_target not in RELMAX_TARGETS:
             raise ValueError(f"references.relmax_target must be one of {RELMAX_TARGETS}")
         if self.batch_size < 1:
@@ -120,13 +122,17 @@ class RunningTopN:
         self.positions: torch.Tensor | None = None
         self.spatial_shape: tuple[int, ...] = ()
 
-    def update(self, sample_ids: torch.Tensor, scores: torch.Tensor, positions: torch.Tensor) -> None:
+    def update(
+        self, sample_ids: torch.Tensor, scores: torch.Tensor, positions: torch.Tensor
+    ) -> None:
         """Add one batch: ``sample_ids`` ``[B]``, ``scores`` and ``positions`` ``[B, C]``."""
         scores = scores.detach().float().cpu().T
         positions = positions.detach().cpu().T.long()
         ids = sample_ids.detach().cpu().long()[None, :].expand_as(scores)
         if torch.isnan(scores).any():
-            raise FloatingPointError("NaN scores while collecting references (check the model's weights)")
+            raise FloatingPointError(
+                "NaN scores while collecting references (check the model's weights)"
+            )
         if self.sample_ids is not None:
             ids = torch.cat([self.sample_ids, ids], dim=1)
             scores = torch.cat([self.scores, scores], dim=1)
@@ -150,7 +156,9 @@ def pad_references(references: TopReferences, n: int) -> TopReferences:
     return TopReferences(
         torch.cat([references.sample_ids, torch.full((channels, missing), EMPTY_ID)], dim=1),
         torch.cat([references.scores, torch.full((channels, missing), float("-inf"))], dim=1),
-        torch.cat([references.positions, torch.zeros((channels, missing), dtype=torch.int64)], dim=1),
+        torch.cat(
+            [references.positions, torch.zeros((channels, missing), dtype=torch.int64)], dim=1
+        ),
         references.spatial_shape,
     )
 
@@ -162,7 +170,9 @@ def merge_references(parts: Sequence[TopReferences], n: int) -> TopReferences:
     shapes = {part.spatial_shape for part in parts}
     channels = {part.n_channels for part in parts}
     if len(shapes) != 1 or len(channels) != 1:
-        raise ValueError(f"shards disagree on the layer: spatial shapes {shapes}, channels {channels}")
+        raise ValueError(
+            f"shards disagree on the layer: spatial shapes {shapes}, channels {channels}"
+        )
     ids, scores, positions = select_top(
         torch.cat([part.sample_ids for part in parts], dim=1),
         torch.cat([part.scores for part in parts], dim=1),
@@ -186,7 +196,9 @@ def spatial_max(activation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return activation.flatten(2).max(dim=2)
 
 
-def relevance_scores(relevance: torch.Tensor, abs_norm: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def relevance_scores(
+    relevance: torch.Tensor, abs_norm: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """RelMax scores ``[B, C]``: summed relevance (zennit-crp's ``max_target='sum'``).
 
     With ``abs_norm`` each sample's scores are divided by the sum of their absolute
@@ -199,7 +211,9 @@ def relevance_scores(relevance: torch.Tensor, abs_norm: bool = True) -> tuple[to
         flat = relevance.flatten(2)
         scores, positions = flat.sum(dim=2), flat.argmax(dim=2)
     else:
-        raise ValueError(f"expected a [B, C] or [B, C, H, W] relevance, got {tuple(relevance.shape)}")
+        raise ValueError(
+            f"expected a [B, C] or [B, C, H, W] relevance, got {tuple(relevance.shape)}"
+        )
     if abs_norm:
         scores = scores / (scores.abs().sum(dim=1, keepdim=True) + 1e-10)
     return scores, positions
@@ -218,7 +232,9 @@ class LayerRecorder:
     Use as a context manager: hooks are removed on exit, whatever happens.
     """
 
-    def __init__(self, model: SubjectModel, layers: Sequence[str], stop_early: bool = False) -> None:
+    def __init__(
+        self, model: SubjectModel, layers: Sequence[str], stop_early: bool = False
+    ) -> None:
         self.model = model
         self.layers = list(dict.fromkeys(layers))
         self.stop_early = stop_early
@@ -327,24 +343,25 @@ def _collect_with_relevance(model, batches, layers, config, device, trackers) ->
 
     attribution = CondAttribution(model.net, device=device, no_param_grad=True)
     composite = EpsilonPlusFlat(canonizers=canonizers_for(model.net))
+    outputs = None
     with composite.context(model.net):
         for images, labels, sample_ids in batches:
             inputs = model.normalize(images.to(device))
-            if config.relmax_target == "label":
-                targets = model.targets(labels.to(device))
-            else:
-                with torch.no_grad():
-                    targets = model.net(inputs).argmax(dim=1)
+            with torch.no_grad():
+                logits = model.net(inputs) if config.relmax_target == "prediction" else None
+                if outputs is None:
+                    outputs = (logits if logits is not None else model.net(inputs[:1])).shape[1]
+            targets = model.targets(labels.to(device)) if logits is None else logits.argmax(dim=1)
+            # Checked here: a failed CRP call would leave its hooks on the model.
+            if int(targets.min()) < 0 or int(targets.max()) >= outputs:
+                raise ValueError(
+                    f"RelMax targets {sorted(set(targets.tolist()))} are not all outputs of the "
+                    f"model (it has {outputs}); data set labels must be the model's class "
+                    "indices, or set references.relmax_target: prediction"
+                )
             inputs.requires_grad_(True)
             conditions = [{attribution.MODEL_OUTPUT_NAME: [int(target)]} for target in targets]
-            try:
-                result = attribution(inputs, conditions, None, record_layer=list(layers))
-            except IndexError as error:
-                raise ValueError(
-                    f"a RelMax target in {targets.tolist()} is not an output of the model; "
-                    "data set labels must be the model's class indices, or set "
-                    "references.relmax_target: prediction"
-                ) from error
+            result = attribution(inputs, conditions, None, record_layer=list(layers))
             if "actmax" in config.modes:
                 _update(trackers, "actmax", result.activations, sample_ids, spatial_max)
             _update(
@@ -384,7 +401,9 @@ def load_references(path) -> tuple[dict[tuple[str, str], TopReferences], dict]:
     return references, metadata
 
 
-def merge_reference_files(paths: Sequence, n: int) -> tuple[dict[tuple[str, str], TopReferences], dict]:
+def merge_reference_files(
+    paths: Sequence, n: int
+) -> tuple[dict[tuple[str, str], TopReferences], dict]:
     """Merge shard files; checks that every channel ends with N real references."""
     loaded = [load_references(path) for path in paths]
     keys = set(loaded[0][0])

@@ -18,7 +18,13 @@ config = from_mapping(ReferenceConfig, snakemake.params.references)
 shard, shards = parse_scatteritem(snakemake.wildcards.scatteritem)
 positions = shard_positions(len(dataset), shard, shards)
 references = collect_references(
-    model, dataset, snakemake.params.layers, config, device, positions, desc=f"shard {shard}/{shards}"
+    model,
+    dataset,
+    snakemake.params.layers,
+    config,
+    device,
+    positions,
+    desc=f"shard {shard}/{shards}",
 )
 save_references(
     snakemake.output[0],

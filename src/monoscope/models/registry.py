@@ -178,18 +178,9 @@ def _timm(arch: str, config: ModelConfig) -> SubjectModel:
         kwargs = {"num_classes": config.num_classes} if config.num_classes else {}
         net = timm.create_model(arch, pretrained=False, **kwargs)
     elif config.weights == "cache":
-        # Never reach for the network at run time: only the local Hugging Face cache.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        try:
-            net = timm.create_model(arch, pretrained=True)
-        except Exception as error:  # timm raises several kinds when the cache is empty
-            from huggingface_hub.constants import HF_HUB_CACHE
-
-            raise MissingWeightsError(
-                f"timm weights for '{arch}' are not in the Hugging Face cache ({HF_HUB_CACHE}): "
-                f"{error}. Run timm.create_model('{arch}', pretrained=True) once on a machine "
-                "with internet access and copy the cache, or set model.weights to a local file."
-            ) from error
+        net = timm.create_model(
+            arch, pretrained=True, pretrained_cfg_overlay={"file": _timm_cached_file(arch)}
+        )
     else:
         path = Path(config.weights).expanduser()
         if not path.exists():
@@ -197,7 +188,30 @@ def _timm(arch: str, config: ModelConfig) -> SubjectModel:
         # timm's own loader applies the model's checkpoint filter (key remapping).
         net = timm.create_model(arch, pretrained=True, pretrained_cfg_overlay={"file": str(path)})
     data_config = timm.data.resolve_data_config({}, model=net)
-    return SubjectModel(config.name, net.eval(), tuple(data_config["mean"]), tuple(data_config["std"]))
+    return SubjectModel(
+        config.name, net.eval(), tuple(data_config["mean"]), tuple(data_config["std"])
+    )
+
+
+def _timm_cached_file(arch: str) -> str:
+    """The weight file of a timm model in the local Hugging Face cache, never the network."""
+    import timm
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    pretrained = timm.models.get_pretrained_cfg(arch)
+    hub_id = pretrained.hf_hub_id if pretrained is not None else None
+    if hub_id:
+        names = [pretrained.hf_hub_filename] if pretrained.hf_hub_filename else []
+        for filename in [*names, "model.safetensors", "pytorch_model.bin"]:
+            cached = try_to_load_from_cache(hub_id, filename)
+            if isinstance(cached, str):
+                return cached
+    raise MissingWeightsError(
+        f"timm weights for '{arch}' (hub id {hub_id}) are not in the Hugging Face cache "
+        f"({HF_HUB_CACHE}). Run timm.create_model('{arch}', pretrained=True) once on a machine "
+        "with internet access and copy the cache, or set model.weights to a local file."
+    )
 
 
 def _demo_cnn(_: str, config: ModelConfig) -> SubjectModel:
@@ -246,7 +260,9 @@ def load_model(config: ModelConfig, device: torch.device | str = "cpu") -> Subje
     """Build a subject model with its weights, in eval mode, on ``device``."""
     family, _, arch = config.name.partition(":")
     if family != "demo_cnn" and not arch:
-        raise ValueError(f"model.name '{config.name}' needs an architecture, e.g. '{family}:resnet50'")
+        raise ValueError(
+            f"model.name '{config.name}' needs an architecture, e.g. '{family}:resnet50'"
+        )
     if config.weights == "random":
         log.warning("model %s uses RANDOM weights (model.weights: random)", config.name)
     model = MODEL_FAMILIES[family](arch, config)

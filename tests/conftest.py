@@ -1,0 +1,34 @@
+"""Shared fixtures. Importing monoscope first applies the torchvision adapter."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import monoscope  # noqa: F401  (must precede any torchvision import)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def small_digits():
+    """A 300-sample digits data set (all splits) and its config."""
+    from monoscope.data import DataConfig, ImageDataset, make_sample_table
+
+    config = DataConfig(max_samples=300, image_size=32)
+    table, _ = make_sample_table(config)
+    return config, ImageDataset(config, table, "all")
+
+
+@pytest.fixture(scope="session")
+def random_demo():
+    """A randomly initialised demo CNN with 10 outputs (one per digit)."""
+    from monoscope.models import ModelConfig, load_model
+
+    torch.manual_seed(0)
+    return load_model(ModelConfig("demo_cnn", "random", num_classes=10))

@@ -1,0 +1,140 @@
+"""Snakemake end to end on a tiny config, in a copy of the workflow in a temp dir."""
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+pytestmark = pytest.mark.workflow
+
+WORKFLOW_FILES = ("Snakefile", "rules", "workflow", "config", "envs")
+
+
+def snakemake(workdir, *args, timeout=600):
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a Snakemake run or dry run."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Job stats"))
+    counts = {}
+    for line in lines[start + 3 :]:
+        parts = line.split()
+        if len(parts) != 2 or parts[0] == "total":
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
+@pytest.fixture(scope="module")
+def tiny_run(repo, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("workflow")
+    for name in WORKFLOW_FILES:
+        source = repo / name
+        if source.is_dir():
+            shutil.copytree(source, workdir / name)
+        else:
+            shutil.copy(source, workdir / name)
+    shutil.copy(repo / "tests" / "configs" / "tiny.yaml", workdir / "tiny.yaml")
+    result = snakemake(workdir, "--cores", "2", "--configfile", "tiny.yaml")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return workdir
+
+
+def test_outputs_are_complete(tiny_run):
+    from monoscope.references import load_references
+
+    out = tiny_run / "results" / "tiny"
+    for path in (
+        "data/samples.csv",
+        "data/classes.json",
+        "models/subject.safetensors",
+        "models/subject_metrics.json",
+        "models/judge.safetensors",
+        "references/grid_actmax_layer4.png",
+        "references/grid_relmax_layer4.png",
+    ):
+        assert (out / path).is_file(), path
+    assert sorted(p.name for p in (out / "references" / "shards").iterdir()) == [
+        "1-of-3.safetensors",
+        "2-of-3.safetensors",
+        "3-of-3.safetensors",
+    ]
+    references, metadata = load_references(out / "references" / "references.safetensors")
+    assert set(references) == {("actmax", "layer4"), ("relmax", "layer4")}
+    assert metadata["n_samples"] == 240
+    for top in references.values():
+        assert top.sample_ids.shape == (8, 8)  # every channel of the narrow layer, n = 8
+        assert top.filled()
+    metrics = yaml.safe_load((out / "models" / "subject_metrics.json").read_text())
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert not list(out.rglob("*.tmp")), "temporary files left behind"
+
+
+def test_sharded_workflow_equals_unsharded_library_call(tiny_run):
+    from monoscope.data import DataConfig, open_dataset
+    from monoscope.models import ModelConfig, load_model
+    from monoscope.references import ReferenceConfig, collect_references, load_references
+
+    out = tiny_run / "results" / "tiny"
+    model = load_model(ModelConfig("demo_cnn", str(out / "models" / "subject.safetensors")))
+    dataset = open_dataset(DataConfig(max_samples=240), out / "data" / "samples.csv")
+    config = ReferenceConfig(n=8, modes=("actmax", "relmax"), batch_size=240)
+    whole = collect_references(model, dataset, ["layer4"], config)
+    merged, _ = load_references(out / "references" / "references.safetensors")
+    for key, top in whole.items():
+        assert torch.equal(merged[key].sample_ids, top.sample_ids), key
+        torch.testing.assert_close(merged[key].scores, top.scores, rtol=1e-4, atol=1e-5)
+
+
+def test_second_run_has_nothing_to_do(tiny_run):
+    result = snakemake(tiny_run, "-n", "--cores", "2", "--configfile", "tiny.yaml")
+    assert result.returncode == 0, result.stderr
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_changing_references_n_reruns_only_the_reference_rules(tiny_run):
+    changed = yaml.safe_load((tiny_run / "tiny.yaml").read_text())
+    changed["references"]["n"] = 6
+    (tiny_run / "tiny_n6.yaml").write_text(yaml.safe_dump(changed))
+    result = snakemake(tiny_run, "-n", "--cores", "2", "--configfile", "tiny_n6.yaml")
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result.stdout + result.stderr)
+    assert counts == {
+        "all": 1,
+        "collect_references": 3,
+        "merge_references": 1,
+        "plot_references": 2,
+    }
+
+
+def test_report_is_generated(tiny_run):
+    result = snakemake(
+        tiny_run, "--cores", "1", "--configfile", "tiny.yaml", "--report", "report.html"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    html = (tiny_run / "report.html").read_text(errors="replace")
+    assert "grid_actmax_layer4.png" in html
+
+
+def test_lint_and_format_are_clean(repo):
+    lint = snakemake(repo, "--lint", "--cores", "1", timeout=120)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    assert "Lints for" not in lint.stdout + lint.stderr
+    check = subprocess.run(
+        [sys.executable, "-m", "snakefmt", "--check", "Snakefile", "rules"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
