@@ -138,3 +138,77 @@ def test_lint_and_format_are_clean(repo):
         text=True,
     )
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+@pytest.fixture(scope="module")
+def pretrained_setup(repo, tmp_path_factory):
+    """A workflow copy, a fake ImageFolder tree and a random ResNet-18 saved to a file."""
+    import numpy as np
+    import torchvision
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    workdir = tmp_path_factory.mktemp("pretrained")
+    for name in WORKFLOW_FILES:
+        source = repo / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, workdir / name)
+    rng = np.random.default_rng(0)
+    for label in ("n01440764", "n01443537"):
+        (workdir / "images" / label).mkdir(parents=True)
+        for index in range(6):
+            pixels = rng.integers(0, 256, size=(40 + index, 48, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(workdir / "images" / label / f"{index}.png")
+    torch.manual_seed(0)
+    save_file(torchvision.models.resnet18().state_dict(), str(workdir / "resnet18.safetensors"))
+    config = {
+        "experiment": "pretrained",
+        "threads": 1,
+        "data": {"name": "imagefolder", "root": "images", "image_size": 64, "resize": 72},
+        "model": {"name": "torchvision:resnet18", "weights": "resnet18.safetensors"},
+        "references": {
+            "n": 4,
+            "shards": 2,
+            "modes": ["actmax", "relmax"],
+            "layers": ["layer3", "layer4"],
+            "grid": {"channels": 2, "columns": 3},
+        },
+    }
+    (workdir / "pretrained.yaml").write_text(yaml.safe_dump(config))
+    return workdir, config
+
+
+def test_imagefolder_and_weight_file_run_end_to_end(pretrained_setup):
+    from monoscope.references import load_references
+
+    workdir, _ = pretrained_setup
+    result = snakemake(workdir, "--cores", "2", "--configfile", "pretrained.yaml")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = workdir / "results" / "pretrained"
+    check = yaml.safe_load((out / "models" / "subject_check.json").read_text())
+    assert check["layer_channels"] == {"layer3": 256, "layer4": 512}
+    references, metadata = load_references(out / "references" / "references.safetensors")
+    assert metadata["n_samples"] == 12
+    assert references[("relmax", "layer4")].sample_ids.shape == (512, 4)
+    assert (out / "references" / "grid_relmax_layer3.png").is_file()
+    assert not (out / "models" / "judge.safetensors").exists()  # the judge is the digits demo's
+
+
+def test_missing_weight_file_fails_naming_the_path(pretrained_setup):
+    workdir, config = pretrained_setup
+    missing = dict(config, experiment="missing")
+    missing["model"] = dict(config["model"], weights="nowhere/resnet18.safetensors")
+    (workdir / "missing.yaml").write_text(yaml.safe_dump(missing))
+    result = snakemake(workdir, "--cores", "1", "--configfile", "missing.yaml")
+    assert result.returncode != 0
+    log = (workdir / "results" / "missing" / "logs" / "check_weights.log").read_text()
+    assert "weight file not found: nowhere/resnet18.safetensors" in log
+    assert not (workdir / "results" / "missing" / "models" / "subject_check.json").exists()
+
+
+def test_experiment_configs_dry_run(repo, tmp_path):
+    for experiment in sorted((repo / "config" / "experiments").glob("*.yaml")):
+        result = snakemake(repo, "-n", "--cores", "1", "--configfile", str(experiment), timeout=120)
+        assert result.returncode == 0, (
+            experiment.name + result.stdout[-2000:] + result.stderr[-2000:]
+        )
+        assert "collect_references" in result.stdout
