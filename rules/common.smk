@@ -15,6 +15,12 @@ IS_DEMO_MODEL = (
 WITH_JUDGE = config["data"]["name"] == "digits"
 REFERENCE_LAYERS = config["references"]["layers"] or [config["model"]["upper_layer"]]
 
+if config["model"]["weights"] == "trained" and config["model"]["name"] != "demo_cnn":
+    raise ValueError(
+        f"model.weights: 'trained' is only for demo_cnn; {config['model']['name']} needs "
+        "a weight file, 'cache' or 'random'"
+    )
+
 
 def out(path):
     """A path under this experiment's results folder."""

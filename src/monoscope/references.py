@@ -266,6 +266,9 @@ class LayerRecorder:
             self.model.net(images)
         except _StopForward:
             pass
+        missing = [name for name in self.layers if name not in self.outputs]
+        if missing:
+            raise RuntimeError(f"layers {missing} were not executed in the model's forward pass")
         return self.outputs
 
 
