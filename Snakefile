@@ -16,12 +16,15 @@ report: "workflow/report/workflow.rst"
 
 scattergather:
     references=config["references"]["shards"],
+    circuits=config["circuits"]["shards"],
 
 
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/models.smk"
 include: "rules/references.smk"
+include: "rules/circuits.smk"
+include: "rules/clustering.smk"
 
 
 rule all:

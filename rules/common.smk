@@ -5,6 +5,9 @@ import os
 wildcard_constraints:
     mode="actmax|relmax",
     layer=r"[A-Za-z0-9_.]+",
+    method="pure|activation",
+    neuron=r"\d+",
+    k=r"\d+",
 
 
 OUT = f"results/{config['experiment']}"
@@ -15,6 +18,21 @@ IS_DEMO_MODEL = (
 WITH_JUDGE = config["data"]["name"] == "digits"
 REFERENCE_LAYERS = config["references"]["layers"] or [config["model"]["upper_layer"]]
 
+# Cross-key checks the schema cannot express; they fail before any job starts.
+if config["circuits"]["references"] not in config["references"]["modes"]:
+    raise ValueError(
+        f"circuits.references: '{config['circuits']['references']}' is not in "
+        f"references.modes {config['references']['modes']}"
+    )
+if config["figures"]["k"] not in config["clustering"]["k"]:
+    raise ValueError(
+        f"figures.k: {config['figures']['k']} is not in clustering.k {config['clustering']['k']}"
+    )
+if config["model"]["upper_layer"] not in REFERENCE_LAYERS:
+    raise ValueError(
+        f"references.layers {REFERENCE_LAYERS} must include model.upper_layer "
+        f"'{config['model']['upper_layer']}' (its references get circuits)"
+    )
 if config["model"]["weights"] == "trained" and config["model"]["name"] != "demo_cnn":
     raise ValueError(
         f"model.weights: 'trained' is only for demo_cnn; {config['model']['name']} needs "
@@ -60,8 +78,33 @@ def reference_grids():
     )
 
 
+def figure_paths():
+    figures = config["figures"]
+    grids = expand(
+        out("figures/{method}/virtual_neurons_k{k}_neuron{neuron}.png"),
+        method=config["clustering"]["methods"],
+        k=figures["k"],
+        neuron=figures["neurons"],
+    )
+    umaps = umap_paths() if "pure" in config["clustering"]["methods"] else []
+    return grids + umaps
+
+
+def umap_paths():
+    return expand(
+        out("figures/pure/umap_k{k}_neuron{neuron}.png"),
+        k=config["figures"]["k"],
+        neuron=config["figures"]["neurons"],
+    )
+
+
 def all_targets():
     targets = [out("references/references.safetensors"), *reference_grids()]
+    targets.append(out("circuits/circuits.safetensors"))
+    targets += expand(
+        out("clusters/{method}.safetensors"), method=config["clustering"]["methods"]
+    )
+    targets += figure_paths()
     targets.append(subject_model_file())
     if IS_DEMO_MODEL:
         targets.append(out("models/subject_metrics.json"))

@@ -252,3 +252,30 @@ def parse_scatteritem(item: str) -> tuple[int, int]:
         return int(shard), int(shards)
     except ValueError as error:
         raise ValueError(f"not a scatter item of the form 'i-of-n': '{item}'") from error
+
+
+class InMemoryDataset(Dataset):
+    """Images already in memory, with the same interface as :class:`ImageDataset`.
+
+    For tests, benchmarks and small interactive work; the workflow streams from disk.
+    """
+
+    def __init__(
+        self, images: torch.Tensor, labels: torch.Tensor, sample_ids: torch.Tensor | None = None
+    ) -> None:
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images = images
+        self.labels = torch.as_tensor(labels, dtype=torch.int64)
+        ids = torch.arange(len(images)) if sample_ids is None else torch.as_tensor(sample_ids)
+        self.sample_ids = ids.to(torch.int64)
+        self._lookup = pd.Series(np.arange(len(ids)), index=self.sample_ids.numpy())
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, position: int) -> tuple[torch.Tensor, int, int]:
+        return self.images[position], int(self.labels[position]), int(self.sample_ids[position])
+
+    def position_of(self, sample_ids) -> np.ndarray:
+        return self._lookup.loc[np.asarray(sample_ids).reshape(-1)].to_numpy()

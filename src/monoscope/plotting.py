@@ -63,9 +63,7 @@ def plot_reference_grid(
     if title:
         figure.suptitle(title, fontsize=10)
     figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, format="png", dpi=110)
-    plt.close(figure)
+    _save(figure, path)
 
 
 def _mark_position(axis, references: TopReferences, channel: int, column: int, image_hw) -> None:
@@ -84,3 +82,105 @@ def _mark_position(axis, references: TopReferences, channel: int, column: int, i
             linewidth=0.8,
         )
     )
+
+
+def plot_virtual_neurons(
+    sample_ids: torch.Tensor,
+    labels: torch.Tensor,
+    dataset,
+    path,
+    class_names: Sequence[str] | None = None,
+    columns: int = 8,
+    title: str = "",
+) -> None:
+    """A neuron's references grouped by virtual neuron: one image row per cluster.
+
+    ``sample_ids`` and ``labels`` are the neuron's ``[N]`` references (best first) and
+    their cluster labels; each row shows a cluster's best ``columns`` references.
+    """
+    clusters = int(labels.max()) + 1
+    figure, axes = plt.subplots(
+        clusters, columns, figsize=(1.25 * columns + 0.9, 1.4 * clusters + 0.6), squeeze=False
+    )
+    for cluster in range(clusters):
+        members = sample_ids[labels == cluster][:columns]
+        positions = dataset.position_of(members.numpy()) if len(members) else []
+        for column in range(columns):
+            axis = axes[cluster, column]
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if column == 0:
+                share = float((labels == cluster).float().mean())
+                axis.set_ylabel(f"virtual {cluster}\n{share:.0%} of refs", fontsize=7)
+            if column >= len(members):
+                if column:
+                    axis.axis("off")
+                continue
+            image, label, _ = dataset[int(positions[column])]
+            axis.imshow(image.permute(1, 2, 0).numpy(), interpolation="nearest")
+            axis.set_title(class_names[label] if class_names else str(label), fontsize=6)
+    if title:
+        figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    _save(figure, path)
+
+
+def plot_circuit_umap(
+    vectors: torch.Tensor,
+    labels: torch.Tensor,
+    sample_ids: torch.Tensor,
+    dataset,
+    path,
+    thumbnails: int = 30,
+    seed: int = 0,
+    title: str = "",
+) -> None:
+    """UMAP of one neuron's circuit vectors, coloured by virtual neuron, with thumbnails.
+
+    ``vectors`` ``[N, D]``; the first ``thumbnails`` references (best first) are drawn
+    as small images at their embedded position, as in PURE's figures.
+    """
+    import numpy as np
+    import umap
+    from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+
+    data = vectors.detach().cpu().numpy().astype(np.float64)
+    reducer = umap.UMAP(
+        n_components=2, n_neighbors=max(2, min(15, len(data) - 1)), min_dist=0.1, random_state=seed
+    )
+    points = reducer.fit_transform(data)
+    figure, axis = plt.subplots(figsize=(6.5, 5.5))
+    scatter = axis.scatter(
+        points[:, 0], points[:, 1], c=labels.numpy(), cmap="tab10", s=18, vmin=0, vmax=9
+    )
+    positions = dataset.position_of(sample_ids[:thumbnails].numpy())
+    for index, position in enumerate(positions):
+        image = dataset[int(position)][0].permute(1, 2, 0).numpy()
+        zoom = 24.0 / max(image.shape[:2])
+        box = AnnotationBbox(
+            OffsetImage(image, zoom=zoom),
+            points[index],
+            frameon=True,
+            pad=0.1,
+            bboxprops={
+                "edgecolor": scatter.cmap(scatter.norm(int(labels[index]))),
+                "linewidth": 1.2,
+            },
+        )
+        axis.add_artist(box)
+    axis.set_xticks([])
+    axis.set_yticks([])
+    axis.set_xlabel("UMAP 1")
+    axis.set_ylabel("UMAP 2")
+    handles = scatter.legend_elements()[0][: int(labels.max()) + 1]
+    axis.legend(handles, [f"virtual {m}" for m in range(len(handles))], fontsize=7, loc="best")
+    if title:
+        axis.set_title(title, fontsize=10)
+    figure.tight_layout()
+    _save(figure, path)
+
+
+def _save(figure, path) -> None:
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=110)
+    plt.close(figure)

@@ -1,0 +1,48 @@
+# PURE stage 2: circuits of every (neuron, reference) pair, sharded over neuron ranges.
+
+
+rule compute_circuits:
+    input:
+        references=out("references/references.safetensors"),
+        samples=out("data/samples.csv"),
+        model=subject_model_file(),
+    output:
+        out("circuits/shards/{scatteritem}.safetensors"),
+    log:
+        out("logs/compute_circuits/{scatteritem}.log"),
+    benchmark:
+        out("benchmarks/compute_circuits/{scatteritem}.tsv")
+    conda:
+        ENV
+    threads: config["threads"]
+    resources:
+        gpu=1,
+    params:
+        data=config["data"],
+        model=model_params(),
+        lower=config["model"]["lower_layer"],
+        upper=config["model"]["upper_layer"],
+        reference_mode=config["circuits"]["references"],
+        circuits={
+            k: v
+            for k, v in config["circuits"].items()
+            if k not in ("shards", "references")
+        },
+        device=config["device"],
+    script:
+        "../workflow/scripts/compute_circuits.py"
+
+
+rule merge_circuits:
+    input:
+        gather.circuits(out("circuits/shards/{scatteritem}.safetensors")),
+    output:
+        out("circuits/circuits.safetensors"),
+    log:
+        out("logs/merge_circuits.log"),
+    benchmark:
+        out("benchmarks/merge_circuits.tsv")
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/merge_circuits.py"

@@ -1,0 +1,77 @@
+# PURE stage 3: virtual neurons by k-means, per method (PURE on circuits, the
+# activation baseline on activation vectors), and their figures.
+
+
+rule cluster_units:
+    input:
+        out("circuits/circuits.safetensors"),
+    output:
+        out("clusters/{method}.safetensors"),
+    log:
+        out("logs/cluster_units/{method}.log"),
+    benchmark:
+        out("benchmarks/cluster_units/{method}.tsv")
+    conda:
+        ENV
+    params:
+        clustering={k: v for k, v in config["clustering"].items() if k != "methods"},
+    script:
+        "../workflow/scripts/cluster_units.py"
+
+
+rule plot_virtual_neurons:
+    input:
+        clusters=out("clusters/{method}.safetensors"),
+        circuits=out("circuits/circuits.safetensors"),
+        samples=out("data/samples.csv"),
+        classes=out("data/classes.json"),
+    output:
+        report(
+            out("figures/{method}/virtual_neurons_k{k}_neuron{neuron}.png"),
+            caption="../workflow/report/virtual_neurons.rst",
+            category="Virtual neurons",
+            subcategory="{method}",
+            labels={"method": "{method}", "k": "{k}", "neuron": "{neuron}"},
+        ),
+    log:
+        out("logs/plot_virtual_neurons/{method}_k{k}_neuron{neuron}.log"),
+    benchmark:
+        out("benchmarks/plot_virtual_neurons/{method}_k{k}_neuron{neuron}.tsv")
+    conda:
+        ENV
+    params:
+        data=config["data"],
+        columns=config["figures"]["columns"],
+    script:
+        "../workflow/scripts/plot_virtual_neurons.py"
+
+
+rule plot_circuit_umaps:
+    input:
+        clusters=out("clusters/pure.safetensors"),
+        circuits=out("circuits/circuits.safetensors"),
+        samples=out("data/samples.csv"),
+    output:
+        [
+            report(
+                path,
+                caption="../workflow/report/circuit_umap.rst",
+                category="Virtual neurons",
+                subcategory="UMAP of circuits",
+            )
+            for path in umap_paths()
+        ],
+    log:
+        out("logs/plot_circuit_umaps.log"),
+    benchmark:
+        out("benchmarks/plot_circuit_umaps.tsv")
+    conda:
+        ENV
+    params:
+        data=config["data"],
+        k=config["figures"]["k"],
+        neurons=config["figures"]["neurons"],
+        thumbnails=config["figures"]["thumbnails"],
+        seed=config["clustering"]["seed"],
+    script:
+        "../workflow/scripts/plot_circuit_umaps.py"

@@ -1,0 +1,292 @@
+"""Circuits of (neuron, reference) pairs (PURE stage 2), batched over neurons and samples.
+
+Notation as in DESIGN.md: U is the upper layer (its channels are the neurons to split),
+L the lower layer. For channel j and a reference x of it, the target is
+
+    T = sum_q stopgrad(max(a_j(x, q), 0)) * a_j(x, q)
+
+and the circuit vector has one entry per lower channel i,
+
+    gradient:  c_i = sum_p a_i(x, p) * dT/da_i(x, p)      (gradient times activation)
+    lrp:       c_i = sum_p R_i(x, p)                        (zennit EpsilonPlus relevance)
+
+normalised by its L1 norm plus 1e-10. The activation baseline of (j, x) is the spatial
+mean of ReLU(a(x)) over all channels of U.
+
+How it is batched: the references of all requested channels are reduced to their unique
+samples; those are pushed through the model up to U once, in chunks (the lower
+activations of a sample are computed once and reused for every neuron that selected
+it); then the (neuron, sample) rows of a chunk go through the sub-network L -> U
+(:mod:`monoscope.subnet`) many rows at a time, with one backward pass per row batch.
+Rows do not interact (models are in eval mode), so one backward of the summed targets
+gives every row its own gradient.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+from monoscope.io import load_tensors, save_tensors
+from monoscope.logs import progress_kwargs
+from monoscope.models.registry import SubjectModel
+from monoscope.references import canonizers_for
+from monoscope.subnet import extract_subnetwork
+
+log = logging.getLogger(__name__)
+
+CIRCUIT_METHODS = ("gradient", "lrp")
+L1_EPSILON = 1e-10
+
+
+@dataclass(frozen=True)
+class CircuitConfig:
+    """Options of circuit computation.
+
+    Parameters
+    ----------
+    method : ``gradient`` (gradient times activation) or ``lrp`` (zennit EpsilonPlus).
+    batch_rows : (neuron, sample) rows per forward and backward pass of the sub-network.
+    sample_batch : unique reference samples pushed through the model at a time; bounds
+        the memory held for lower-layer activations.
+    """
+
+    method: str = "gradient"
+    batch_rows: int = 512
+    sample_batch: int = 64
+
+    def __post_init__(self) -> None:
+        if self.method not in CIRCUIT_METHODS:
+            raise ValueError(
+                f"circuits.method must be one of {CIRCUIT_METHODS}, got '{self.method}'"
+            )
+        if self.batch_rows < 1 or self.sample_batch < 1:
+            raise ValueError("circuits.batch_rows and circuits.sample_batch must be positive")
+
+
+@dataclass
+class Circuits:
+    """Circuit and activation-baseline vectors of some channels' references.
+
+    ``circuits`` is ``[C, N, C_lower]``, ``activations`` ``[C, N, C_upper]`` and
+    ``sample_ids`` ``[C, N]``, for the upper channels listed in ``channels``.
+    """
+
+    channels: torch.Tensor
+    sample_ids: torch.Tensor
+    circuits: torch.Tensor
+    activations: torch.Tensor
+
+
+def l1_normalise(vectors: torch.Tensor) -> torch.Tensor:
+    return vectors / (vectors.abs().sum(dim=-1, keepdim=True) + L1_EPSILON)
+
+
+def circuit_target(upper_output: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
+    """Per row r, T_r = sum_q stopgrad(relu(a_{j_r}(q))) * a_{j_r}(q) for a ``[R, C, ...]`` output."""
+    selected = upper_output[torch.arange(len(channels), device=upper_output.device), channels]
+    selected = selected.reshape(len(channels), -1)
+    return (selected.detach().clamp(min=0) * selected).sum(dim=1)
+
+
+def spatial_mean_relu(upper_output: torch.Tensor) -> torch.Tensor:
+    """The activation baseline vector: mean over space of ReLU(a), ``[B, C_upper]``."""
+    return upper_output.clamp(min=0).reshape(*upper_output.shape[:2], -1).mean(dim=2)
+
+
+class CircuitComputer:
+    """Computes circuits for rows of (upper channel, lower activation) pairs.
+
+    Holds the sub-network between the layers and, for ``lrp``, the zennit composite
+    registered on it (use as a context manager so the hooks are removed).
+    """
+
+    def __init__(
+        self, model: SubjectModel, lower: str, upper: str, method: str = "gradient"
+    ) -> None:
+        if method not in CIRCUIT_METHODS:
+            raise ValueError(f"unknown circuit method '{method}'")
+        self.model, self.lower, self.upper, self.method = model, lower, upper, method
+        self.subnet = extract_subnetwork(model.net, lower, upper).eval()
+        self._composite = None
+
+    def __enter__(self) -> CircuitComputer:
+        if self.method == "lrp":
+            from zennit.composites import EpsilonPlus
+
+            # Within L -> U there is no input layer, so no Flat rule: EpsilonPlus is
+            # what EpsilonPlusFlat applies to these layers in the whole model.
+            self._composite = EpsilonPlus(canonizers=canonizers_for(self.subnet))
+            self._composite.register(self.subnet)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._composite is not None:
+            self._composite.remove()
+            self._composite = None
+
+    def rows(
+        self, lower_activations: torch.Tensor, channels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows ``(channels[r], lower_activations[r])``: circuit vectors ``[R, C_lower]``
+        (L1-normalised) and activation baseline vectors ``[R, C_upper]``."""
+        if self.method == "lrp" and self._composite is None:
+            raise RuntimeError("use CircuitComputer as a context manager for method 'lrp'")
+        with torch.enable_grad():
+            inputs = lower_activations.detach()
+            if inputs.is_inference():  # made under inference_mode: autograd needs a copy
+                inputs = inputs.clone()
+            inputs.requires_grad_(True)
+            upper_output = self.subnet(inputs)
+            target = circuit_target(upper_output, channels.to(inputs.device)).sum()
+            (gradient,) = torch.autograd.grad(target, inputs)
+        # zennit's rules make the gradient at the input the relevance itself.
+        contribution = gradient if self.method == "lrp" else gradient * inputs.detach()
+        circuits = l1_normalise(contribution.reshape(*contribution.shape[:2], -1).sum(dim=2))
+        return circuits, spatial_mean_relu(upper_output.detach())
+
+
+def compute_circuits(
+    model: SubjectModel,
+    dataset,
+    sample_ids: torch.Tensor,
+    channels: Sequence[int],
+    lower: str,
+    upper: str,
+    config: CircuitConfig,
+    device: torch.device | str = "cpu",
+) -> Circuits:
+    """Circuits and activation baselines of ``channels``' references.
+
+    ``sample_ids`` is ``[len(channels), N]``: the references of each channel (from
+    :mod:`monoscope.references`); ``dataset`` yields ``(image, label, sample_id)`` and has
+    ``position_of(sample_ids)``.
+    """
+    device = torch.device(device)
+    channels = torch.as_tensor(list(channels), dtype=torch.int64)
+    if sample_ids.shape[0] != len(channels):
+        raise ValueError(f"{sample_ids.shape[0]} reference rows for {len(channels)} channels")
+    n_refs = sample_ids.shape[1]
+    unique_ids, inverse = torch.unique(sample_ids, return_inverse=True)  # inverse [C, N]
+    row_channel = channels[:, None].expand_as(sample_ids).reshape(-1)
+    row_slot = torch.arange(sample_ids.numel())
+    row_sample = inverse.reshape(-1)
+    order = torch.argsort(row_sample, stable=True)  # rows grouped by their sample
+    row_channel, row_slot, row_sample = row_channel[order], row_slot[order], row_sample[order]
+
+    circuits = activations = None
+    chunks = range(0, len(unique_ids), config.sample_batch)
+    model.net.eval()
+    # The model cut at the lower layer: nothing above it runs for the unique samples.
+    # Traced before any zennit hooks are registered (tracing runs module hooks).
+    prefix = extract_subnetwork(model.net, None, lower)
+    with CircuitComputer(model, lower, upper, config.method) as computer:
+        for start in tqdm(chunks, desc="circuits", unit="chunk", **progress_kwargs()):
+            stop = min(start + config.sample_batch, len(unique_ids))
+            positions = dataset.position_of(unique_ids[start:stop].numpy())
+            images = torch.stack([dataset[int(p)][0] for p in positions]).to(device)
+            # Channels-last input makes oneDNN's CPU convolutions markedly faster here.
+            inputs = model.normalize(images).contiguous(memory_format=torch.channels_last)
+            with torch.inference_mode():
+                lower_out = prefix(inputs)
+            in_chunk = torch.arange(
+                int(torch.searchsorted(row_sample, start)),
+                int(torch.searchsorted(row_sample, stop)),
+            )
+            for first in range(0, len(in_chunk), config.batch_rows):
+                rows = in_chunk[first : first + config.batch_rows]
+                local = (row_sample[rows] - start).to(device)
+                vectors, baseline = computer.rows(lower_out[local], row_channel[rows])
+                if circuits is None:
+                    circuits = torch.zeros(sample_ids.numel(), vectors.shape[1])
+                    activations = torch.zeros(sample_ids.numel(), baseline.shape[1])
+                circuits[row_slot[rows]] = vectors.cpu()
+                activations[row_slot[rows]] = baseline.cpu()
+    shape = (len(channels), n_refs)
+    return Circuits(
+        channels=channels,
+        sample_ids=sample_ids.clone(),
+        circuits=circuits.reshape(*shape, -1),
+        activations=activations.reshape(*shape, -1),
+    )
+
+
+def circuits_per_neuron_crp(
+    model: SubjectModel,
+    dataset,
+    sample_ids: torch.Tensor,
+    channels: Sequence[int],
+    lower: str,
+    upper: str,
+    method: str = "gradient",
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """The simple way, as PURE's reference code does it: one zennit-crp ``CondAttribution``
+    call per neuron over its references, relevance started at the neuron. ``[C, N, C_lower]``.
+
+    Used by the benchmark and the tests as the baseline to compare against.
+    """
+    from crp.attribution import CondAttribution
+    from zennit.composites import EpsilonPlusFlat
+
+    attribution = CondAttribution(model.net, device=torch.device(device), no_param_grad=True)
+    composite = EpsilonPlusFlat(canonizers=canonizers_for(model.net)) if method == "lrp" else None
+    result = []
+    for channel, ids in zip(channels, sample_ids, strict=True):
+        positions = dataset.position_of(ids.numpy())
+        images = torch.stack([dataset[int(p)][0] for p in positions]).to(device)
+        inputs = model.normalize(images).requires_grad_(True)
+        conditions = [{upper: [int(channel)]}] * len(inputs)
+        attr = attribution(inputs, conditions, composite, record_layer=[lower], start_layer=upper)
+        relevance = attr.relevances[lower]
+        if method == "gradient":
+            relevance = relevance * attr.activations[lower]
+        result.append(
+            l1_normalise(relevance.reshape(*relevance.shape[:2], -1).sum(dim=2)).detach().cpu()
+        )
+    return torch.stack(result)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def save_circuits(path, circuits: Circuits, metadata: dict) -> None:
+    save_tensors(
+        path,
+        {
+            "channels": circuits.channels,
+            "sample_ids": circuits.sample_ids,
+            "circuits": circuits.circuits,
+            "activations": circuits.activations,
+        },
+        metadata,
+    )
+
+
+def load_circuits(path) -> tuple[Circuits, dict]:
+    tensors, metadata = load_tensors(path)
+    return (
+        Circuits(
+            tensors["channels"], tensors["sample_ids"], tensors["circuits"], tensors["activations"]
+        ),
+        metadata,
+    )
+
+
+def merge_circuits(parts: Sequence[Circuits]) -> Circuits:
+    """Concatenate neuron-range shards, ordered by channel; every channel exactly once."""
+    merged = Circuits(
+        torch.cat([part.channels for part in parts]),
+        torch.cat([part.sample_ids for part in parts]),
+        torch.cat([part.circuits for part in parts]),
+        torch.cat([part.activations for part in parts]),
+    )
+    order = torch.argsort(merged.channels)
+    merged = Circuits(*(tensor[order] for tensor in vars(merged).values()))
+    if not torch.equal(merged.channels, torch.arange(len(merged.channels))):
+        raise ValueError("circuit shards do not cover every upper channel exactly once; rerun them")
+    return merged

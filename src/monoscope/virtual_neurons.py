@@ -1,0 +1,81 @@
+"""Virtual neurons as units: scoring new samples.
+
+A virtual neuron (j, m) is cluster m of channel j's circuits. A new sample x belongs to
+the virtual neuron whose centroid is nearest to x's circuit for channel j, and the
+virtual neuron's activation is channel j's activation (spatial maximum, after ReLU)
+gated by that assignment: (j, m) fires exactly when j fires for the reason m stands for.
+Later stages treat virtual neurons like any other unit through this interface.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from monoscope.circuits import CircuitComputer
+from monoscope.models.registry import SubjectModel
+from monoscope.subnet import extract_subnetwork
+
+
+class VirtualNeurons:
+    """Score images with the virtual neurons of ``upper``.
+
+    Parameters
+    ----------
+    model : the subject model.
+    lower, upper : the circuit layers.
+    centroids : ``[C, k, C_lower]`` circuit centroids per upper channel (rows of NaN
+        mark missing clusters, as in automatic k).
+    method : the circuit method the centroids were made with.
+    batch_rows : (neuron, sample) rows per pass through the sub-network.
+    """
+
+    def __init__(
+        self,
+        model: SubjectModel,
+        lower: str,
+        upper: str,
+        centroids: torch.Tensor,
+        method: str = "gradient",
+        batch_rows: int = 512,
+    ) -> None:
+        self.model, self.lower, self.upper = model, lower, upper
+        self.centroids = centroids.float()
+        self.method = method
+        self.batch_rows = batch_rows
+        self.prefix = extract_subnetwork(model.net, None, lower)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(channels, clusters per channel)."""
+        return tuple(self.centroids.shape[:2])
+
+    def assign(self, circuits: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
+        """Index of the nearest centroid of ``channels[r]`` for each circuit row ``[R, D]``."""
+        centroids = self.centroids.to(circuits.device)[channels]  # [R, k, D]
+        distances = (circuits[:, None, :] - centroids).norm(dim=2)
+        return torch.nan_to_num(distances, nan=float("inf")).argmin(dim=1)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """Activations ``[B, C, k]`` of the virtual neurons for unnormalised ``images``."""
+        device = next(self.model.net.parameters()).device
+        channels_count, clusters = self.shape
+        with torch.inference_mode():
+            lower = self.prefix(self.model.normalize(images.to(device)))
+        with CircuitComputer(self.model, self.lower, self.upper, self.method) as computer:
+            with torch.no_grad():
+                upper = computer.subnet(lower.clone())
+            activation = upper.reshape(*upper.shape[:2], -1).amax(dim=2).clamp(min=0)  # [B, C]
+            if activation.shape[1] != channels_count:
+                raise ValueError(
+                    f"{channels_count} centroid rows for {activation.shape[1]} channels"
+                )
+            batch = len(images)
+            row_sample = torch.arange(batch).repeat_interleave(channels_count)
+            row_channel = torch.arange(channels_count).repeat(batch)
+            nearest = torch.empty(batch * channels_count, dtype=torch.int64)
+            for start in range(0, len(row_sample), self.batch_rows):
+                rows = slice(start, start + self.batch_rows)
+                circuits, _ = computer.rows(lower[row_sample[rows].to(device)], row_channel[rows])
+                nearest[rows] = self.assign(circuits, row_channel[rows].to(device)).cpu()
+        gate = torch.nn.functional.one_hot(nearest.view(batch, channels_count), clusters)
+        return activation.cpu()[:, :, None] * gate

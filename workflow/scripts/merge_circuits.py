@@ -1,0 +1,9 @@
+"""Concatenate the neuron-range shards of circuits, in channel order."""
+
+from monoscope.circuits import load_circuits, merge_circuits, save_circuits
+from monoscope.logs import setup_logging
+
+setup_logging(snakemake.log[0])
+parts = [load_circuits(path) for path in snakemake.input]
+metadata = {key: value for key, value in parts[0][1].items() if key != "shard"}
+save_circuits(snakemake.output[0], merge_circuits([part for part, _ in parts]), metadata)

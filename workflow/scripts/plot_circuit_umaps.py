@@ -1,0 +1,30 @@
+"""UMAP plots of the selected neurons' circuit vectors with reference thumbnails."""
+
+from monoscope.circuits import load_circuits
+from monoscope.config import from_mapping
+from monoscope.data import DataConfig, open_dataset
+from monoscope.io import load_tensors
+from monoscope.logs import setup_logging
+from monoscope.plotting import plot_circuit_umap
+
+setup_logging(snakemake.log[0])
+params = snakemake.params
+circuits, _ = load_circuits(snakemake.input.circuits)
+clusters, _ = load_tensors(snakemake.input.clusters)
+labels = clusters[f"k{params.k}/labels"]
+dataset = open_dataset(from_mapping(DataConfig, params.data), snakemake.input.samples)
+for neuron, path in zip(params.neurons, snakemake.output, strict=True):
+    if neuron >= len(labels):
+        raise ValueError(
+            f"figures.neurons: neuron {neuron} does not exist (the layer has {len(labels)})"
+        )
+    plot_circuit_umap(
+        circuits.circuits[neuron],
+        labels[neuron],
+        circuits.sample_ids[neuron],
+        dataset,
+        path,
+        thumbnails=params.thumbnails,
+        seed=params.seed,
+        title=f"neuron {neuron}: circuits, {params.k} virtual neurons",
+    )

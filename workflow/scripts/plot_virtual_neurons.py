@@ -1,0 +1,29 @@
+"""A neuron's references grouped by virtual neuron."""
+
+from monoscope.config import from_mapping
+from monoscope.data import DataConfig, open_dataset
+from monoscope.io import load_tensors, read_json
+from monoscope.logs import setup_logging
+from monoscope.plotting import plot_virtual_neurons
+
+setup_logging(snakemake.log[0])
+clusters, _ = load_tensors(snakemake.input.clusters)
+method, k, neuron = (
+    snakemake.wildcards.method,
+    int(snakemake.wildcards.k),
+    int(snakemake.wildcards.neuron),
+)
+labels = clusters[f"k{k}/labels"]
+if neuron >= len(labels):
+    raise ValueError(
+        f"figures.neurons: neuron {neuron} does not exist (the layer has {len(labels)})"
+    )
+plot_virtual_neurons(
+    clusters["sample_ids"][neuron],
+    labels[neuron],
+    open_dataset(from_mapping(DataConfig, snakemake.params.data), snakemake.input.samples),
+    snakemake.output[0],
+    class_names=read_json(snakemake.input.classes),
+    columns=snakemake.params.columns,
+    title=f"neuron {neuron}: {k} virtual neurons ({method})",
+)
