@@ -18,16 +18,12 @@ rule compute_circuits:
     resources:
         gpu=1,
     params:
-        data=config["data"],
+        data=section("data"),
         model=model_params(),
         lower=config["model"]["lower_layer"],
         upper=config["model"]["upper_layer"],
         reference_mode=config["circuits"]["references"],
-        circuits={
-            k: v
-            for k, v in config["circuits"].items()
-            if k not in ("shards", "references")
-        },
+        circuits=section("circuits", exclude=("shards", "references")),
         device=config["device"],
     script:
         "../workflow/scripts/compute_circuits.py"

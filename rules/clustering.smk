@@ -14,7 +14,7 @@ rule cluster_units:
     conda:
         ENV
     params:
-        clustering={k: v for k, v in config["clustering"].items() if k != "methods"},
+        clustering=section("clustering", exclude=("methods",)),
     script:
         "../workflow/scripts/cluster_units.py"
 
@@ -40,7 +40,7 @@ rule plot_virtual_neurons:
     conda:
         ENV
     params:
-        data=config["data"],
+        data=section("data"),
         columns=config["figures"]["columns"],
     script:
         "../workflow/scripts/plot_virtual_neurons.py"
@@ -68,7 +68,7 @@ rule plot_circuit_umaps:
     conda:
         ENV
     params:
-        data=config["data"],
+        data=section("data"),
         k=config["figures"]["k"],
         neurons=config["figures"]["neurons"],
         thumbnails=config["figures"]["thumbnails"],

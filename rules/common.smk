@@ -28,6 +28,11 @@ if config["figures"]["k"] not in config["clustering"]["k"]:
     raise ValueError(
         f"figures.k: {config['figures']['k']} is not in clustering.k {config['clustering']['k']}"
     )
+if max(config["clustering"]["k"]) > config["references"]["n"]:
+    raise ValueError(
+        f"clustering.k: {max(config['clustering']['k'])} clusters need at least as many "
+        f"references, but references.n is {config['references']['n']}"
+    )
 if config["model"]["upper_layer"] not in REFERENCE_LAYERS:
     raise ValueError(
         f"references.layers {REFERENCE_LAYERS} must include model.upper_layer "
@@ -38,6 +43,21 @@ if config["model"]["weights"] == "trained" and config["model"]["name"] != "demo_
         f"model.weights: 'trained' is only for demo_cnn; {config['model']['name']} needs "
         "a weight file, 'cache' or 'random'"
     )
+
+
+def section(name, exclude=()):
+    """A config section as rule params, keys sorted at every level.
+
+    Snakemake compares params as written, so sorting keeps a reordered config file
+    from looking like a changed one and rerunning jobs.
+    """
+    return _sorted({k: v for k, v in config[name].items() if k not in exclude})
+
+
+def _sorted(value):
+    if isinstance(value, dict):
+        return {key: _sorted(value[key]) for key in sorted(value)}
+    return value
 
 
 def out(path):
@@ -59,7 +79,7 @@ def model_params():
     model = dict(config["model"])
     if IS_DEMO_MODEL:
         model["weights"] = out("models/subject.safetensors")
-    return {key: model[key] for key in ("name", "weights", "num_classes")}
+    return {key: model[key] for key in ("name", "num_classes", "weights")}
 
 
 def weight_file_input(wildcards):

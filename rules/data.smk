@@ -9,6 +9,6 @@ rule prepare_data:
     conda:
         ENV
     params:
-        data=config["data"],
+        data=section("data"),
     script:
         "../workflow/scripts/prepare_data.py"

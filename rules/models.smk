@@ -18,8 +18,8 @@ rule train_subject:
     resources:
         gpu=1,
     params:
-        data=config["data"],
-        train={k: v for k, v in config["demo"].items() if k != "judge"},
+        data=section("data"),
+        train=section("demo", exclude=("judge",)),
         device=config["device"],
     script:
         "../workflow/scripts/train_demo.py"
@@ -41,15 +41,11 @@ rule train_judge:
     resources:
         gpu=1,
     params:
-        data=config["data"],
-        train={
-            "widths": config["demo"]["judge"]["widths"],
-            "epochs": config["demo"]["judge"]["epochs"],
-            "batch_size": config["demo"]["batch_size"],
-            "lr": config["demo"]["lr"],
-            "seed": config["demo"]["seed"],
-            "label_groups": [],
-        },
+        data=section("data"),
+        train=_sorted(
+            section("demo", exclude=("judge", "label_groups"))
+            | config["demo"]["judge"]
+        ),
         device=config["device"],
     script:
         "../workflow/scripts/train_demo.py"

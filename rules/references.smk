@@ -17,14 +17,10 @@ rule collect_references:
     resources:
         gpu=1,
     params:
-        data=config["data"],
+        data=section("data"),
         model=model_params(),
         layers=REFERENCE_LAYERS,
-        references={
-            k: v
-            for k, v in config["references"].items()
-            if k not in ("shards", "grid", "layers")
-        },
+        references=section("references", exclude=("shards", "grid", "layers")),
         device=config["device"],
     script:
         "../workflow/scripts/collect_references.py"
@@ -67,7 +63,7 @@ rule plot_references:
     conda:
         ENV
     params:
-        data=config["data"],
-        grid=config["references"]["grid"],
+        data=section("data"),
+        grid=_sorted(config["references"]["grid"]),
     script:
         "../workflow/scripts/plot_references.py"

@@ -63,6 +63,12 @@ def test_outputs_are_complete(tiny_run):
         "models/judge.safetensors",
         "references/grid_actmax_layer4.png",
         "references/grid_relmax_layer4.png",
+        "circuits/circuits.safetensors",
+        "clusters/pure.safetensors",
+        "clusters/activation.safetensors",
+        "figures/pure/virtual_neurons_k2_neuron1.png",
+        "figures/activation/virtual_neurons_k2_neuron0.png",
+        "figures/pure/umap_k2_neuron0.png",
     ):
         assert (out / path).is_file(), path
     assert sorted(p.name for p in (out / "references" / "shards").iterdir()) == [
@@ -79,6 +85,24 @@ def test_outputs_are_complete(tiny_run):
     metrics = yaml.safe_load((out / "models" / "subject_metrics.json").read_text())
     assert 0.0 <= metrics["test_accuracy"] <= 1.0
     assert not list(out.rglob("*.tmp")), "temporary files left behind"
+
+
+def test_circuits_and_clusters_cover_every_neuron(tiny_run):
+    from monoscope.circuits import load_circuits
+    from monoscope.io import load_tensors
+    from monoscope.references import load_references
+
+    out = tiny_run / "results" / "tiny"
+    circuits, metadata = load_circuits(out / "circuits" / "circuits.safetensors")
+    references, _ = load_references(out / "references" / "references.safetensors")
+    assert metadata["method"] == "gradient"
+    assert circuits.channels.tolist() == list(range(8))
+    assert circuits.circuits.shape == (8, 8, 32)  # [C_upper, N, C_lower]
+    assert circuits.activations.shape == (8, 8, 8)  # [C_upper, N, C_upper]
+    assert torch.equal(circuits.sample_ids, references[("actmax", "layer4")].sample_ids)
+    clusters, _ = load_tensors(out / "clusters" / "pure.safetensors")
+    assert clusters["k3/labels"].shape == (8, 8)
+    assert clusters["k3/centroids"].shape == (8, 3, 32)
 
 
 def test_sharded_workflow_equals_unsharded_library_call(tiny_run):
@@ -103,6 +127,15 @@ def test_second_run_has_nothing_to_do(tiny_run):
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
+def test_reordered_config_keys_rerun_nothing(tiny_run):
+    # yaml.safe_dump sorts keys: the same config in another order must not look changed.
+    reordered = yaml.safe_load((tiny_run / "tiny.yaml").read_text())
+    (tiny_run / "tiny_sorted.yaml").write_text(yaml.safe_dump(reordered, sort_keys=True))
+    result = snakemake(tiny_run, "-n", "--cores", "2", "--configfile", "tiny_sorted.yaml")
+    assert result.returncode == 0, result.stderr
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
 def test_changing_references_n_reruns_only_the_reference_rules(tiny_run):
     changed = yaml.safe_load((tiny_run / "tiny.yaml").read_text())
     changed["references"]["n"] = 6
@@ -115,6 +148,26 @@ def test_changing_references_n_reruns_only_the_reference_rules(tiny_run):
         "collect_references": 3,
         "merge_references": 1,
         "plot_references": 2,
+        "compute_circuits": 2,
+        "merge_circuits": 1,
+        "cluster_units": 2,
+        "plot_virtual_neurons": 4,
+        "plot_circuit_umaps": 1,
+    }
+
+
+def test_changing_k_reruns_clustering_but_not_circuits(tiny_run):
+    changed = yaml.safe_load((tiny_run / "tiny.yaml").read_text())
+    changed["clustering"]["k"] = [2, 4]
+    (tiny_run / "tiny_k.yaml").write_text(yaml.safe_dump(changed))
+    result = snakemake(tiny_run, "-n", "--cores", "2", "--configfile", "tiny_k.yaml")
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result.stdout + result.stderr)
+    assert counts == {
+        "all": 1,
+        "cluster_units": 2,
+        "plot_virtual_neurons": 4,
+        "plot_circuit_umaps": 1,
     }
 
 
@@ -172,6 +225,9 @@ def pretrained_setup(repo, tmp_path_factory):
             "layers": ["layer3", "layer4"],
             "grid": {"channels": 2, "columns": 3},
         },
+        "circuits": {"references": "relmax", "method": "lrp", "shards": 3},
+        "clustering": {"k": [2, 3], "methods": ["pure"]},
+        "figures": {"neurons": [511], "k": 3, "thumbnails": 2},
     }
     (workdir / "pretrained.yaml").write_text(yaml.safe_dump(config))
     return workdir, config
@@ -190,6 +246,8 @@ def test_imagefolder_and_weight_file_run_end_to_end(pretrained_setup):
     assert metadata["n_samples"] == 12
     assert references[("relmax", "layer4")].sample_ids.shape == (512, 4)
     assert (out / "references" / "grid_relmax_layer3.png").is_file()
+    assert (out / "figures" / "pure" / "umap_k3_neuron511.png").is_file()
+    assert not (out / "clusters" / "activation.safetensors").exists()
     assert not (out / "models" / "judge.safetensors").exists()  # the judge is the digits demo's
 
 
@@ -203,6 +261,14 @@ def test_missing_weight_file_fails_naming_the_path(pretrained_setup):
     log = (workdir / "results" / "missing" / "logs" / "check_weights.log").read_text()
     assert "weight file not found: nowhere/resnet18.safetensors" in log
     assert not (workdir / "results" / "missing" / "models" / "subject_check.json").exists()
+
+
+def test_too_large_k_fails_before_any_job(pretrained_setup):
+    workdir, config = pretrained_setup
+    (workdir / "bad_k.yaml").write_text(yaml.safe_dump(dict(config, clustering={"k": [2, 5]})))
+    result = snakemake(workdir, "-n", "--cores", "1", "--configfile", "bad_k.yaml")
+    assert result.returncode != 0
+    assert "clustering.k" in result.stdout + result.stderr
 
 
 def test_experiment_configs_dry_run(repo, tmp_path):

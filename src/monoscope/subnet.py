@@ -39,6 +39,8 @@ def extract_subnetwork(net: nn.Module, lower: str | None, upper: str) -> fx.Grap
         return _extract_prefix(net, upper)
     for name in (lower, upper):
         net.get_submodule(name)  # raises with the name if it does not exist
+    if lower.startswith(upper + ".") or upper.startswith(lower + "."):
+        raise ValueError(f"{lower} and {upper} are nested; choose two layers one after the other")
     tracer = _LeafTracer({lower, upper})
     try:
         graph = tracer.trace(net)
