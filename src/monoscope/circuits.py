@@ -140,6 +140,8 @@ class CircuitComputer:
             inputs = lower_activations.detach()
             if inputs.is_inference():  # made under inference_mode: autograd needs a copy
                 inputs = inputs.clone()
+            if inputs.dim() == 4:  # channels-last suits oneDNN's CPU convolutions
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
             inputs.requires_grad_(True)
             upper_output = self.subnet(inputs)
             target = circuit_target(upper_output, channels.to(inputs.device)).sum()
@@ -224,30 +226,49 @@ def circuits_per_neuron_crp(
     upper: str,
     method: str = "gradient",
     device: torch.device | str = "cpu",
+    batch_size: int = 40,
 ) -> torch.Tensor:
-    """The simple way, as PURE's reference code does it: one zennit-crp ``CondAttribution``
-    call per neuron over its references, relevance started at the neuron. ``[C, N, C_lower]``.
+    """The simple way, as PURE's reference code does it. ``[C, N, C_lower]``.
 
-    Used by the benchmark and the tests as the baseline to compare against.
+    Per neuron, its references are loaded from the data set in batches of 40 and each
+    batch goes through one zennit-crp ``CondAttribution`` call on the whole model,
+    relevance started at the neuron with ``init_rel = relu(activation)``; the lower
+    layer's gradient times activation (or LRP relevance) is reduced with
+    ``ChannelConcept.attribute(..., abs_norm=True)``. The benchmark and the tests use
+    it as the baseline to compare against.
     """
     from crp.attribution import CondAttribution
+    from crp.concepts import ChannelConcept
+    from torch.utils.data import DataLoader, Subset
     from zennit.composites import EpsilonPlusFlat
+    from zennit.core import Composite
 
-    attribution = CondAttribution(model.net, device=torch.device(device), no_param_grad=True)
-    composite = EpsilonPlusFlat(canonizers=canonizers_for(model.net)) if method == "lrp" else None
+    device = torch.device(device)
+    attribution = CondAttribution(model.net, device=device, no_param_grad=True)
+    if method == "lrp":
+        composite = EpsilonPlusFlat(canonizers=canonizers_for(model.net))
+    else:
+        composite = Composite()  # no rules: the plain gradient
+    concept = ChannelConcept()
     result = []
     for channel, ids in zip(channels, sample_ids, strict=True):
-        positions = dataset.position_of(ids.numpy())
-        images = torch.stack([dataset[int(p)][0] for p in positions]).to(device)
-        inputs = model.normalize(images).requires_grad_(True)
-        conditions = [{upper: [int(channel)]}] * len(inputs)
-        attr = attribution(inputs, conditions, composite, record_layer=[lower], start_layer=upper)
-        relevance = attr.relevances[lower]
-        if method == "gradient":
-            relevance = relevance * attr.activations[lower]
-        result.append(
-            l1_normalise(relevance.reshape(*relevance.shape[:2], -1).sum(dim=2)).detach().cpu()
-        )
+        subset = Subset(dataset, dataset.position_of(ids.numpy()).tolist())
+        vectors = []
+        for images, _, _ in DataLoader(subset, batch_size=batch_size, shuffle=False):
+            inputs = model.normalize(images.to(device)).requires_grad_(True)
+            attr = attribution(
+                inputs,
+                [{upper: [int(channel)]}],
+                composite,
+                record_layer=[lower, upper],
+                start_layer=upper,
+                init_rel=lambda activation: activation.clamp(min=0),
+            )
+            relevance = attr.relevances[lower]
+            if method == "gradient":
+                relevance = relevance * attr.activations[lower]
+            vectors.append(concept.attribute(relevance.detach(), abs_norm=True).cpu())
+        result.append(torch.cat(vectors))
     return torch.stack(result)
 
 
