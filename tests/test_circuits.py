@@ -172,12 +172,8 @@ def test_lrp_circuits_equal_per_neuron_cond_attribution(demo_case):
     simple = circuits_per_neuron_crp(
         model, dataset, sample_ids, channels, "layer3", "layer4", "lrp"
     )
-    # The epsilon rule divides by pre-activations; CRP's lower activations come from a
-    # batch-norm-merged model, ours from the plain one, and rounding differences of
-    # 1e-7 can grow where a denominator is near zero.
-    difference = (batched.circuits - simple).abs()
-    assert difference.max() <= 1e-3
-    assert difference.median() <= 1e-6
+    # CircuitComputer canonizes the whole model for LRP, as zennit-crp does.
+    assert (batched.circuits - simple).abs().max() <= 1e-5
     assert not torch.allclose(
         batched.circuits,
         compute_circuits(

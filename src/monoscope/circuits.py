@@ -101,8 +101,12 @@ def spatial_mean_relu(upper_output: torch.Tensor) -> torch.Tensor:
 class CircuitComputer:
     """Computes circuits for rows of (upper channel, lower activation) pairs.
 
-    Holds the sub-network between the layers and, for ``lrp``, the zennit composite
-    registered on it (use as a context manager so the hooks are removed).
+    Use as a context manager. Inside, ``lower_activations(images)`` runs the model up to
+    the lower layer (nothing above it) and ``rows(...)`` runs the sub-network L -> U
+    forward and backward. For ``lrp`` the whole model is canonized first (batch norms
+    merged, residual sums made explicit), exactly as zennit-crp does for the full model,
+    and the ``EpsilonPlus`` rules are registered on the sub-network; everything is
+    restored on exit.
     """
 
     def __init__(
@@ -111,16 +115,24 @@ class CircuitComputer:
         if method not in CIRCUIT_METHODS:
             raise ValueError(f"unknown circuit method '{method}'")
         self.model, self.lower, self.upper, self.method = model, lower, upper, method
-        self.subnet = extract_subnetwork(model.net, lower, upper).eval()
-        self._composite = None
+        self.prefix = self.subnet = None
+        self._canonizers, self._composite = [], None
 
     def __enter__(self) -> CircuitComputer:
+        net = self.model.net.eval()
+        if self.method == "lrp":
+            for canonizer in canonizers_for(net):
+                self._canonizers.extend(canonizer.apply(net))
+        # Traced after canonization (so the graphs call the canonized blocks) and
+        # before any rule hooks exist (tracing runs module hooks).
+        self.prefix = extract_subnetwork(net, None, self.lower)
+        self.subnet = extract_subnetwork(net, self.lower, self.upper)
         if self.method == "lrp":
             from zennit.composites import EpsilonPlus
 
             # Within L -> U there is no input layer, so no Flat rule: EpsilonPlus is
             # what EpsilonPlusFlat applies to these layers in the whole model.
-            self._composite = EpsilonPlus(canonizers=canonizers_for(self.subnet))
+            self._composite = EpsilonPlus()
             self._composite.register(self.subnet)
         return self
 
@@ -128,20 +140,28 @@ class CircuitComputer:
         if self._composite is not None:
             self._composite.remove()
             self._composite = None
+        for instance in reversed(self._canonizers):
+            instance.remove()
+        self._canonizers.clear()
+
+    def lower_activations(self, images: torch.Tensor) -> torch.Tensor:
+        """The lower layer's output for normalised ``images`` (inference only)."""
+        if self.prefix is None:
+            raise RuntimeError("use CircuitComputer as a context manager")
+        with torch.inference_mode():
+            return self.prefix(images)
 
     def rows(
         self, lower_activations: torch.Tensor, channels: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Rows ``(channels[r], lower_activations[r])``: circuit vectors ``[R, C_lower]``
         (L1-normalised) and activation baseline vectors ``[R, C_upper]``."""
-        if self.method == "lrp" and self._composite is None:
-            raise RuntimeError("use CircuitComputer as a context manager for method 'lrp'")
+        if self.subnet is None:
+            raise RuntimeError("use CircuitComputer as a context manager")
         with torch.enable_grad():
             inputs = lower_activations.detach()
             if inputs.is_inference():  # made under inference_mode: autograd needs a copy
                 inputs = inputs.clone()
-            if inputs.dim() == 4:  # channels-last suits oneDNN's CPU convolutions
-                inputs = inputs.contiguous(memory_format=torch.channels_last)
             inputs.requires_grad_(True)
             upper_output = self.subnet(inputs)
             target = circuit_target(upper_output, channels.to(inputs.device)).sum()
@@ -182,19 +202,15 @@ def compute_circuits(
 
     circuits = activations = None
     chunks = range(0, len(unique_ids), config.sample_batch)
-    model.net.eval()
-    # The model cut at the lower layer: nothing above it runs for the unique samples.
-    # Traced before any zennit hooks are registered (tracing runs module hooks).
-    prefix = extract_subnetwork(model.net, None, lower)
     with CircuitComputer(model, lower, upper, config.method) as computer:
         for start in tqdm(chunks, desc="circuits", unit="chunk", **progress_kwargs()):
             stop = min(start + config.sample_batch, len(unique_ids))
             positions = dataset.position_of(unique_ids[start:stop].numpy())
             images = torch.stack([dataset[int(p)][0] for p in positions]).to(device)
-            # Channels-last input makes oneDNN's CPU convolutions markedly faster here.
-            inputs = model.normalize(images).contiguous(memory_format=torch.channels_last)
-            with torch.inference_mode():
-                lower_out = prefix(inputs)
+            # Plain (NCHW) layout on purpose: channels-last convolutions are faster on CPU
+            # but round differently, and circuits of nearly cancelling rows amplify that
+            # past 1e-5 (seen on random-weight ResNets).
+            lower_out = computer.lower_activations(model.normalize(images))
             in_chunk = torch.arange(
                 int(torch.searchsorted(row_sample, start)),
                 int(torch.searchsorted(row_sample, stop)),

@@ -13,7 +13,6 @@ import torch
 
 from monoscope.circuits import CircuitComputer
 from monoscope.models.registry import SubjectModel
-from monoscope.subnet import extract_subnetwork
 
 
 class VirtualNeurons:
@@ -42,7 +41,6 @@ class VirtualNeurons:
         self.centroids = centroids.float()
         self.method = method
         self.batch_rows = batch_rows
-        self.prefix = extract_subnetwork(model.net, None, lower)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -59,9 +57,8 @@ class VirtualNeurons:
         """Activations ``[B, C, k]`` of the virtual neurons for unnormalised ``images``."""
         device = next(self.model.net.parameters()).device
         channels_count, clusters = self.shape
-        with torch.inference_mode():
-            lower = self.prefix(self.model.normalize(images.to(device)))
         with CircuitComputer(self.model, self.lower, self.upper, self.method) as computer:
+            lower = computer.lower_activations(self.model.normalize(images.to(device)))
             with torch.no_grad():
                 upper = computer.subnet(lower.clone())
             activation = upper.reshape(*upper.shape[:2], -1).amax(dim=2).clamp(min=0)  # [B, C]
