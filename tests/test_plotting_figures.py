@@ -47,7 +47,7 @@ def test_plot_virtual_neurons_writes_a_png(tmp_path, dataset):
     expected = _size_for(1.25 * columns + 0.9, 1.4 * clusters + 0.6)
     assert pixels.shape == (*expected, 3)
     assert pixels.std() > 10  # images were drawn, not a blank canvas
-    assert not list(tmp_path.glob("*.tmp*"))  # atomic write left nothing behind
+    # The atomic write left no temporary file behind.
     assert [p.name for p in tmp_path.iterdir()] == ["virtual.png"]
 
 
@@ -59,6 +59,10 @@ def test_plot_virtual_neurons_cluster_with_fewer_members_than_columns(tmp_path, 
     plot_virtual_neurons(ids, labels, dataset, path, columns=6)
     pixels = _open_png(path)
     assert pixels.shape == (*_size_for(1.25 * 6 + 0.9, 1.4 * 3 + 0.6), 3)
+    # Six, two and one images: the drawn share of each row falls accordingly.
+    drawn = [(row < 200).any(axis=2).mean() for row in np.array_split(pixels, 3, axis=0)]
+    assert drawn[0] > 2 * drawn[1] > 0
+    assert drawn[1] > 1.5 * drawn[2] > 0
 
 
 def test_plot_virtual_neurons_empty_cluster_row(tmp_path, dataset):
@@ -75,6 +79,7 @@ def test_plot_virtual_neurons_empty_cluster_row(tmp_path, dataset):
     assert (rows[1] < 200).mean() < (rows[0] < 200).mean()
 
 
+@pytest.mark.filterwarnings("ignore:n_jobs value:UserWarning")
 def test_plot_circuit_umap_writes_a_png(tmp_path, dataset):
     pytest.importorskip("umap")
     generator = torch.Generator().manual_seed(1)

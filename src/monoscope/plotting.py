@@ -9,6 +9,7 @@ import torch
 
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from monoscope.data import ImageDataset  # noqa: E402
@@ -150,9 +151,10 @@ def plot_circuit_umap(
     )
     points = reducer.fit_transform(data)
     figure, axis = plt.subplots(figsize=(6.5, 5.5))
-    scatter = axis.scatter(
-        points[:, 0], points[:, 1], c=labels.numpy(), cmap="tab10", s=18, vmin=0, vmax=9
-    )
+    clusters = int(labels.max()) + 1
+    colours = plt.get_cmap("tab10" if clusters <= 10 else "tab20")
+    colour_of = [colours(m % colours.N) for m in range(clusters)]
+    axis.scatter(points[:, 0], points[:, 1], c=[colour_of[int(m)] for m in labels], s=18)
     positions = dataset.position_of(sample_ids[:thumbnails].numpy())
     for index, position in enumerate(positions):
         image = dataset[int(position)][0].permute(1, 2, 0).numpy()
@@ -172,8 +174,11 @@ def plot_circuit_umap(
     axis.set_yticks([])
     axis.set_xlabel("UMAP 1")
     axis.set_ylabel("UMAP 2")
-    handles = scatter.legend_elements()[0][: int(labels.max()) + 1]
-    axis.legend(handles, [f"virtual {m}" for m in range(len(handles))], fontsize=7, loc="best")
+    handles = [
+        Line2D([], [], marker="o", linestyle="", color=colour_of[m], label=f"virtual {m}")
+        for m in range(clusters)
+    ]
+    axis.legend(handles=handles, fontsize=7, loc="best")
     if title:
         axis.set_title(title, fontsize=10)
     figure.tight_layout()
