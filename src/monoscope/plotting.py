@@ -165,7 +165,7 @@ def plot_circuit_umap(
             frameon=True,
             pad=0.1,
             bboxprops={
-                "edgecolor": scatter.cmap(scatter.norm(int(labels[index]))),
+                "edgecolor": colour_of[int(labels[index])],
                 "linewidth": 1.2,
             },
         )
