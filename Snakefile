@@ -17,6 +17,7 @@ report: "workflow/report/workflow.rst"
 scattergather:
     references=config["references"]["shards"],
     circuits=config["circuits"]["shards"],
+    crops=config["crops"]["shards"],
 
 
 include: "rules/common.smk"
@@ -25,6 +26,8 @@ include: "rules/models.smk"
 include: "rules/references.smk"
 include: "rules/circuits.smk"
 include: "rules/clustering.smk"
+include: "rules/crops.smk"
+include: "rules/evaluation.smk"
 
 
 rule all:

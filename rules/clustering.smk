@@ -4,7 +4,7 @@
 
 rule cluster_units:
     input:
-        out("circuits/circuits.safetensors"),
+        cluster_vectors_input,
     output:
         out("clusters/{method}.safetensors"),
     log:

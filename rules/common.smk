@@ -5,7 +5,8 @@ import os
 wildcard_constraints:
     mode="actmax|relmax",
     layer=r"[A-Za-z0-9_.]+",
-    method="pure|activation",
+    method=r"[A-Za-z0-9_]+",
+    embedder=r"[A-Za-z0-9_]+",
     neuron=r"\d+",
     k=r"\d+",
 
@@ -38,6 +39,24 @@ if config["model"]["upper_layer"] not in REFERENCE_LAYERS:
         f"references.layers {REFERENCE_LAYERS} must include model.upper_layer "
         f"'{config['model']['upper_layer']}' (its references get circuits)"
     )
+EMBEDDERS = config["evaluation"]["embedders"]
+for _name in EMBEDDERS:
+    if _name not in config["embedders"]:
+        raise ValueError(
+            f"evaluation.embedders: '{_name}' is not defined under embedders "
+            f"(defined: {sorted(config['embedders'])})"
+        )
+if config["evaluation"]["reference"] not in EMBEDDERS:
+    raise ValueError(
+        f"evaluation.reference: '{config['evaluation']['reference']}' is not in "
+        f"evaluation.embedders {EMBEDDERS}"
+    )
+for _method in config["clustering"]["methods"]:
+    if _method not in ("pure", "activation") and _method not in EMBEDDERS:
+        raise ValueError(
+            f"clustering.methods: '{_method}' is neither pure, activation nor an embedder "
+            f"in evaluation.embedders {EMBEDDERS}"
+        )
 if config["model"]["weights"] == "trained" and config["model"]["name"] != "demo_cnn":
     raise ValueError(
         f"model.weights: 'trained' is only for demo_cnn; {config['model']['name']} needs "
@@ -90,6 +109,35 @@ def weight_file_input(wildcards):
     return [weights]
 
 
+def embedder_params(name):
+    """An embedder's config, with the demo judge's trained weights resolved."""
+    embedder = _sorted(config["embedders"][name])
+    if embedder["weights"] == "trained":
+        embedder["weights"] = out("models/judge.safetensors")
+    return embedder
+
+
+def embedder_weight_input(wildcards):
+    """The embedder's weight file as an input when it is a file (trained or existing)."""
+    weights = embedder_params(wildcards.embedder)["weights"]
+    return [weights] if weights.startswith(OUT) or os.path.exists(weights) else []
+
+
+def cluster_vectors_input(wildcards):
+    """What a clustering method clusters: circuits/activations, or an embedder's vectors."""
+    if wildcards.method in ("pure", "activation"):
+        return out("circuits/circuits.safetensors")
+    return out(f"embeddings/{wildcards.method}.safetensors")
+
+
+def table_paths():
+    return expand(
+        out("tables/{table}.{ext}"),
+        table=["semantic_distances", "alignment", "purity"],
+        ext=["csv", "md", "tex"],
+    )
+
+
 def reference_grids():
     return expand(
         out("references/grid_{mode}_{layer}.png"),
@@ -125,6 +173,12 @@ def all_targets():
         out("clusters/{method}.safetensors"), method=config["clustering"]["methods"]
     )
     targets += figure_paths()
+    targets += expand(out("embeddings/{embedder}.safetensors"), embedder=EMBEDDERS)
+    targets += expand(
+        out("figures/crops/neuron{neuron}.png"), neuron=config["figures"]["neurons"]
+    )
+    targets += table_paths()
+    targets += [out("figures/semantic_distances.png"), out("figures/alignment.png")]
     targets.append(subject_model_file())
     if IS_DEMO_MODEL:
         targets.append(out("models/subject_metrics.json"))

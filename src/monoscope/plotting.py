@@ -185,6 +185,28 @@ def plot_circuit_umap(
     _save(figure, path)
 
 
+def plot_crop_grid(crops: torch.Tensor, path, columns: int = 10, title: str = "") -> None:
+    """One neuron's crops ``[N, 3, S, S]`` (uint8) in rows of ``columns``, best first."""
+    count = len(crops)
+    rows = (count + columns - 1) // columns
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(1.1 * columns, 1.1 * rows + 0.5), squeeze=False
+    )
+    for index, axis in enumerate(axes.flat):
+        axis.axis("off")
+        if index < count:
+            axis.imshow(crops[index].permute(1, 2, 0).numpy(), interpolation="nearest")
+    if title:
+        figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    _save(figure, path)
+
+
+def save_figure(figure, path) -> None:
+    """Write a matplotlib figure as PNG atomically and close it."""
+    _save(figure, path)
+
+
 def _save(figure, path) -> None:
     with atomic_path(path) as temporary:
         figure.savefig(temporary, format="png", dpi=110)

@@ -115,14 +115,17 @@ def get_layer(net: nn.Module, name: str) -> nn.Module:
 # --------------------------------------------------------------------------- weights
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """A state dict from safetensors or a torch checkpoint, without unpickling objects."""
+def read_state_dict(path: str | os.PathLike, key: str = "model.weights") -> dict[str, torch.Tensor]:
+    """A state dict from safetensors or a torch checkpoint, without unpickling objects.
+
+    ``key`` names the config entry in the error for a missing file.
+    """
     path = Path(path).expanduser()
     if not path.exists():
         raise MissingWeightsError(
             f"weight file not found: {path}. Put the weights there (safetensors or a torch "
-            "state dict), point model.weights at the file you have, or set "
-            "model.weights: random to run with random weights on purpose."
+            f"state dict), point {key} at the file you have, or set {key}: random to run "
+            "with random weights on purpose."
         )
     if path.suffix == ".safetensors":
         tensors, _ = load_tensors(path)

@@ -1,0 +1,88 @@
+# PURE stages 4 and 5: relevance-cropped references and their embeddings, sharded
+# over neuron ranges.
+
+
+rule render_crops:
+    input:
+        references=out("references/references.safetensors"),
+        samples=out("data/samples.csv"),
+        model=subject_model_file(),
+    output:
+        out("crops/shards/{scatteritem}.safetensors"),
+    log:
+        out("logs/render_crops/{scatteritem}.log"),
+    benchmark:
+        out("benchmarks/render_crops/{scatteritem}.tsv")
+    conda:
+        ENV
+    threads: config["threads"]
+    resources:
+        gpu=1,
+    params:
+        data=section("data"),
+        model=model_params(),
+        upper=config["model"]["upper_layer"],
+        reference_mode=config["circuits"]["references"],
+        crops=section("crops", exclude=("shards",)),
+        device=config["device"],
+    script:
+        "../workflow/scripts/render_crops.py"
+
+
+rule plot_crops:
+    input:
+        gather.crops(out("crops/shards/{scatteritem}.safetensors")),
+    output:
+        report(
+            out("figures/crops/neuron{neuron}.png"),
+            caption="../workflow/report/crops.rst",
+            category="Crops",
+            labels={"neuron": "{neuron}"},
+        ),
+    log:
+        out("logs/plot_crops/neuron{neuron}.log"),
+    benchmark:
+        out("benchmarks/plot_crops/neuron{neuron}.tsv")
+    conda:
+        ENV
+    params:
+        columns=config["figures"]["columns"],
+    script:
+        "../workflow/scripts/plot_crops.py"
+
+
+rule embed_crops:
+    input:
+        crops=out("crops/shards/{scatteritem}.safetensors"),
+        weights=embedder_weight_input,
+    output:
+        out("embeddings/{embedder}/{scatteritem}.safetensors"),
+    log:
+        out("logs/embed_crops/{embedder}/{scatteritem}.log"),
+    benchmark:
+        out("benchmarks/embed_crops/{embedder}/{scatteritem}.tsv")
+    conda:
+        ENV
+    threads: config["threads"]
+    resources:
+        gpu=1,
+    params:
+        embedder=lambda wildcards: embedder_params(wildcards.embedder),
+        device=config["device"],
+    script:
+        "../workflow/scripts/embed_crops.py"
+
+
+rule merge_embeddings:
+    input:
+        gather.crops(out("embeddings/{{embedder}}/{scatteritem}.safetensors")),
+    output:
+        out("embeddings/{embedder}.safetensors"),
+    log:
+        out("logs/merge_embeddings/{embedder}.log"),
+    benchmark:
+        out("benchmarks/merge_embeddings/{embedder}.tsv")
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/merge_embeddings.py"

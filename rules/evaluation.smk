@@ -1,0 +1,63 @@
+# PURE stages 6 and 7: semantic distances, alignment with the reference embedder, and
+# ground-truth purity; the paper's tables and figures.
+
+
+rule evaluate:
+    input:
+        clusters=expand(
+            out("clusters/{method}.safetensors"),
+            method=config["clustering"]["methods"],
+        ),
+        embeddings=expand(out("embeddings/{embedder}.safetensors"), embedder=EMBEDDERS),
+        circuits=out("circuits/circuits.safetensors"),
+        samples=out("data/samples.csv"),
+    output:
+        results=out("evaluation/results.json"),
+        tables=[
+            (
+                report(
+                    path, caption="../workflow/report/tables.rst", category="Tables"
+                )
+                if path.endswith(".csv")
+                else path
+            )
+            for path in table_paths()
+        ],
+    log:
+        out("logs/evaluate.log"),
+    benchmark:
+        out("benchmarks/evaluate.tsv")
+    conda:
+        ENV
+    params:
+        methods=config["clustering"]["methods"],
+        ks=config["clustering"]["k"],
+        embedders=EMBEDDERS,
+        evaluation=section("evaluation", exclude=("embedders",)),
+        experiment=config["experiment"],
+    script:
+        "../workflow/scripts/evaluate.py"
+
+
+rule plot_evaluation:
+    input:
+        out("evaluation/results.json"),
+    output:
+        distances=report(
+            out("figures/semantic_distances.png"),
+            caption="../workflow/report/semantic_distances.rst",
+            category="Evaluation",
+        ),
+        alignment=report(
+            out("figures/alignment.png"),
+            caption="../workflow/report/alignment.rst",
+            category="Evaluation",
+        ),
+    log:
+        out("logs/plot_evaluation.log"),
+    benchmark:
+        out("benchmarks/plot_evaluation.tsv")
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/plot_evaluation.py"

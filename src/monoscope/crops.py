@@ -1,0 +1,384 @@
+"""Crops of reference samples around the part a channel sees (PURE stage 4).
+
+For an upper-layer channel j and one of its reference samples x, with the position p
+where the reference score peaks (``TopReferences.positions``):
+
+1. **position heatmap**: the CRP heatmap of channel j started at p alone. Relevance is
+   initialised at the layer output to the activation at ``(j, p)`` and zero elsewhere,
+   then propagated to the input with zennit's ``EpsilonPlusFlat`` (with the model's
+   canonizers) and summed over the input channels, giving ``[H, W]``;
+2. **box**: the heatmap is blurred (Gaussian, kernel ``blur_kernel``), taken as
+   ``|h| / max |h|``, and the pixels above ``threshold`` give a bounding box, made
+   square around its centre (side = the longer side of the box, shifted to stay in
+   the image, at most the image's shorter side). A heatmap with nothing above the
+   threshold gives the whole image;
+3. **crop**: that square of the *unnormalised* image, resized to ``size`` x ``size``
+   with antialiasing.
+
+Every (channel, sample) row has its own channel and position, and many rows go
+through one CRP call. zennit-crp's ``FeatureVisualization.get_max_reference(rf=True)``
+is not used: in 0.6.0 it masks the wrong rows when it processes several batches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from monoscope.io import load_tensors, save_tensors
+from monoscope.logs import progress_kwargs
+from monoscope.models.registry import SubjectModel
+from monoscope.references import EMPTY_ID, TopReferences, canonizers_for
+
+log = logging.getLogger(__name__)
+
+CROP_KEYS = ("crops", "boxes", "channels", "sample_ids")
+
+
+@dataclass(frozen=True)
+class CropConfig:
+    """Options of reference crops.
+
+    Parameters
+    ----------
+    size : side of the saved (square) crops in pixels.
+    blur_kernel : side of the Gaussian kernel that smooths the heatmap before
+        thresholding (odd; 1 disables the blur). Its sigma is torchvision's default
+        for that kernel size.
+    threshold : share of the heatmap's maximum absolute value a pixel must exceed to
+        belong to the box.
+    batch_size : (channel, sample) rows per CRP call.
+    """
+
+    size: int = 64
+    blur_kernel: int = 5
+    threshold: float = 0.02
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if self.size < 1:
+            raise ValueError(f"crops.size must be positive, got {self.size}")
+        if self.blur_kernel < 1 or self.blur_kernel % 2 == 0:
+            raise ValueError(
+                f"crops.blur_kernel must be a positive odd number, got {self.blur_kernel}"
+            )
+        if not 0.0 <= self.threshold < 1.0:
+            raise ValueError(f"crops.threshold must be in [0, 1), got {self.threshold}")
+        if self.batch_size < 1:
+            raise ValueError(f"crops.batch_size must be positive, got {self.batch_size}")
+
+
+# --------------------------------------------------------------------------- heatmaps
+
+
+def position_heatmaps(
+    model: SubjectModel,
+    images: torch.Tensor,
+    layer: str,
+    channels: torch.Tensor,
+    positions: torch.Tensor,
+) -> torch.Tensor:
+    """CRP heatmaps ``[B, H, W]`` of one channel at one spatial position per row.
+
+    Parameters
+    ----------
+    model : the subject model (on the device of ``images``).
+    images : unnormalised images ``[B, 3, H, W]`` in ``[0, 1]``.
+    layer : name of the layer where relevance starts.
+    channels : ``[B]`` channel of ``layer`` for each row.
+    positions : ``[B]`` flat index into the layer's spatial map for each row (``0`` for
+        a layer without spatial dimensions).
+
+    Returns
+    -------
+    The input relevance of each row summed over the colour channels (relevance with
+    respect to the *normalised* input, as zennit-crp computes it).
+    """
+    heatmaps, _ = _position_heatmaps(model, images, layer, channels, positions)
+    return heatmaps
+
+
+def _position_heatmaps(
+    model: SubjectModel,
+    images: torch.Tensor,
+    layer: str,
+    channels: torch.Tensor,
+    positions: torch.Tensor,
+) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """:func:`position_heatmaps` and the spatial shape of the layer's output."""
+    from crp.attribution import CondAttribution
+    from zennit.composites import EpsilonPlusFlat
+
+    if images.ndim != 4:
+        raise ValueError(f"expected images [B, 3, H, W], got shape {tuple(images.shape)}")
+    channels = torch.as_tensor(channels, dtype=torch.int64).reshape(-1).cpu()
+    positions = torch.as_tensor(positions, dtype=torch.int64).reshape(-1).cpu()
+    if not len(images) == len(channels) == len(positions):
+        raise ValueError(
+            f"{len(images)} images, {len(channels)} channels and {len(positions)} positions: "
+            "one channel and one position per image are needed"
+        )
+    model.layer(layer)  # a clear error for an unknown layer name, before any hooks
+    spatial_shape: list[tuple[int, ...]] = []
+    problems: list[str] = []
+
+    def init_rel(activation: torch.Tensor) -> torch.Tensor:
+        # Keep only the activation at (row, channel, position); everything else starts
+        # with zero relevance, so the heatmap explains that one spatial unit.
+        flat = activation.flatten(2) if activation.ndim > 2 else activation[:, :, None]
+        spatial_shape.append(tuple(activation.shape[2:]))
+        # Bad indices are reported after the call rather than raised here, so that the
+        # message is ours even where zennit-crp's channel mask fails on them first.
+        if int(channels.max()) >= flat.shape[1] or int(channels.min()) < 0:
+            problems.append(
+                f"channels {sorted(set(channels.tolist()))} out of range for layer '{layer}' "
+                f"with {flat.shape[1]} channels"
+            )
+        if int(positions.max()) >= flat.shape[2] or int(positions.min()) < 0:
+            problems.append(
+                f"positions out of range for layer '{layer}' with spatial shape "
+                f"{tuple(activation.shape[2:])} ({flat.shape[2]} positions)"
+            )
+        if problems:
+            return torch.zeros_like(activation)
+        rows = torch.arange(len(flat), device=flat.device)
+        column, spot = channels.to(flat.device), positions.to(flat.device)
+        relevance = torch.zeros_like(flat)
+        relevance[rows, column, spot] = flat[rows, column, spot]
+        return relevance.reshape(activation.shape)
+
+    if len(images) == 0:
+        return images.new_zeros((0, *images.shape[2:])), ()
+    model.net.eval()
+    attribution = CondAttribution(model.net, no_param_grad=True)
+    composite = EpsilonPlusFlat(canonizers=canonizers_for(model.net))
+    inputs = model.normalize(images).detach().requires_grad_(True)
+    # The condition restricts the backward pass to channel j, as in zennit-crp; the
+    # initial relevance already is zero outside (j, p), so it changes nothing there.
+    conditions = [{layer: [int(channel)]} for channel in channels]
+    try:
+        with _drop_new_forward_hooks_on_error(model.net):
+            result = attribution(
+                inputs, conditions, composite, start_layer=layer, init_rel=init_rel
+            )
+    except Exception as error:
+        if problems:  # e.g. crp's channel mask indexing out of range
+            raise ValueError("; ".join(problems)) from error
+        raise
+    if problems:
+        raise ValueError("; ".join(problems))
+    return result.heatmap.detach(), spatial_shape[0]
+
+
+@contextlib.contextmanager
+def _drop_new_forward_hooks_on_error(net: torch.nn.Module) -> Iterator[None]:
+    """On an exception, remove the forward hooks added to ``net`` inside the block.
+
+    zennit-crp 0.6.0 removes the recording hooks of ``CondAttribution`` only when the
+    call returns; an exception inside it (a bad index, out of memory) leaves them on
+    the model, and every later forward pass without gradients then fails in their
+    ``retain_grad``. zennit's own hooks are removed by its context managers.
+    """
+    before = {module: set(module._forward_hooks) for module in net.modules()}
+    try:
+        yield
+    except BaseException:
+        for module, keys in before.items():
+            for key in set(module._forward_hooks) - keys:
+                module._forward_hooks.pop(key, None)
+                getattr(module, "_forward_hooks_with_kwargs", {}).pop(key, None)
+                getattr(module, "_forward_hooks_always_called", {}).pop(key, None)
+        raise
+
+
+# --------------------------------------------------------------------------- boxes
+
+
+def square_boxes(
+    heatmaps: torch.Tensor, blur_kernel: int = 5, threshold: float = 0.02
+) -> torch.Tensor:
+    """Square boxes ``[B, 3]`` (``top``, ``left``, ``side``, int64) around each heatmap.
+
+    The heatmap is blurred with a Gaussian of kernel ``blur_kernel`` (torchvision's
+    default sigma), normalised to ``|h| / max |h|``, and the pixels strictly above
+    ``threshold`` give a bounding box. The box is made square with the longer side,
+    centred on the box, capped at the image's shorter side and shifted to lie inside
+    the image. A heatmap with nothing above the threshold (an all-zero one included)
+    gives the whole image (the centred square of the shorter side if not square).
+    """
+    from torchvision.transforms.functional import gaussian_blur
+
+    if heatmaps.ndim != 3:
+        raise ValueError(f"expected heatmaps [B, H, W], got shape {tuple(heatmaps.shape)}")
+    if blur_kernel < 1 or blur_kernel % 2 == 0:
+        raise ValueError(f"blur_kernel must be a positive odd number, got {blur_kernel}")
+    batch, height, width = heatmaps.shape
+    heat = heatmaps.detach().float()
+    if not torch.isfinite(heat).all():
+        raise FloatingPointError("non-finite values in the heatmaps (check the model's weights)")
+    if blur_kernel > 1:
+        heat = gaussian_blur(heat[:, None], [blur_kernel, blur_kernel])[:, 0]
+    heat = heat.abs()
+    peak = heat.flatten(1).amax(dim=1)
+    # An all-zero heatmap has no hot pixels: dividing by 1 keeps it zero (no NaNs).
+    heat = heat / torch.where(peak > 0, peak, torch.ones_like(peak))[:, None, None]
+    hot = heat > threshold
+
+    rows, cols = hot.any(dim=2), hot.any(dim=1)  # [B, H], [B, W]
+    found = rows.any(dim=1)
+    top, bottom = _first_true(rows), height - 1 - _first_true(rows.flip(1))
+    left, right = _first_true(cols), width - 1 - _first_true(cols.flip(1))
+    # Nothing above the threshold: the box is the whole image.
+    top = torch.where(found, top, torch.zeros_like(top))
+    left = torch.where(found, left, torch.zeros_like(left))
+    bottom = torch.where(found, bottom, torch.full_like(bottom, height - 1))
+    right = torch.where(found, right, torch.full_like(right, width - 1))
+
+    box_height, box_width = bottom - top + 1, right - left + 1
+    side = torch.maximum(box_height, box_width).clamp(max=min(height, width))
+    # Centre the square on the box (floor division puts an odd surplus below/right),
+    # then shift it back inside the image.
+    top = (top + torch.div(box_height - side, 2, rounding_mode="floor")).clamp(min=0)
+    left = (left + torch.div(box_width - side, 2, rounding_mode="floor")).clamp(min=0)
+    top = torch.minimum(top, height - side)
+    left = torch.minimum(left, width - side)
+    return torch.stack([top, left, side], dim=1).long().reshape(batch, 3)
+
+
+def _first_true(mask: torch.Tensor) -> torch.Tensor:
+    """Index of the first ``True`` per row of a ``[B, L]`` mask (0 for an all-False row)."""
+    return mask.to(torch.uint8).argmax(dim=1)
+
+
+def crop_images(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """Square crops ``[B, 3, size, size]`` of ``images`` at ``boxes`` (top, left, side).
+
+    Bilinear resizing with antialiasing (the crops are usually downsampled), clamped
+    to ``[0, 1]`` so that rounding to bytes never wraps.
+    """
+    from torchvision.transforms.functional import resized_crop
+
+    if images.ndim != 4 or boxes.shape != (len(images), 3):
+        raise ValueError(
+            f"expected images [B, C, H, W] and boxes [B, 3], got {tuple(images.shape)} "
+            f"and {tuple(boxes.shape)}"
+        )
+    if size < 1:
+        raise ValueError(f"crop size must be positive, got {size}")
+    crops = [
+        resized_crop(image, int(top), int(left), int(side), int(side), [size, size], antialias=True)
+        for image, (top, left, side) in zip(images, boxes.tolist(), strict=True)
+    ]
+    if not crops:
+        return images.new_zeros((0, images.shape[1], size, size))
+    return torch.stack(crops).clamp(0.0, 1.0)
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def render_crops(
+    model: SubjectModel,
+    dataset: torch.utils.data.Dataset,
+    references: TopReferences,
+    layer: str,
+    channels: Sequence[int] | torch.Tensor,
+    config: CropConfig,
+    device: torch.device | str = "cpu",
+) -> dict[str, torch.Tensor]:
+    """Crops of the references of ``channels`` (rows of ``references``) of ``layer``.
+
+    ``dataset`` yields ``(unnormalised image, label, sample_id)`` and has
+    ``position_of(sample_ids)``; the images of one batch of rows are loaded at a time,
+    so memory holds one batch of images and the output.
+
+    Returns
+    -------
+    ``{"crops": uint8 [C, N, 3, size, size], "boxes": int64 [C, N, 3] (top, left, side
+    in the dataset's image pixels), "channels": int64 [C], "sample_ids": int64 [C, N]}``.
+    """
+    device = torch.device(device)
+    channels = torch.as_tensor(channels, dtype=torch.int64).reshape(-1)
+    if len(channels) and (channels.min() < 0 or channels.max() >= references.n_channels):
+        raise ValueError(
+            f"channels {channels.tolist()} are not rows of the references "
+            f"({references.n_channels} channels)"
+        )
+    sample_ids = references.sample_ids[channels].long()  # [C, N]
+    if (sample_ids == EMPTY_ID).any():
+        raise ValueError(
+            f"the references of layer '{layer}' have empty slots (fewer samples than "
+            "references.n); crop merged references of a large enough data set"
+        )
+    n_channels, n_refs = sample_ids.shape
+    # One row per (channel, reference), channel-major, so the output reshapes to [C, N].
+    row_channels = channels[:, None].expand(n_channels, n_refs).reshape(-1)
+    row_positions = references.positions[channels].long().reshape(-1)
+    row_ids = sample_ids.reshape(-1)
+    dataset_positions = torch.tensor(
+        np.asarray(dataset.position_of(row_ids.numpy())), dtype=torch.int64
+    )
+
+    rows = len(row_ids)
+    crops = torch.zeros((rows, 3, config.size, config.size), dtype=torch.uint8)
+    boxes = torch.zeros((rows, 3), dtype=torch.int64)
+    starts = range(0, rows, config.batch_size)
+    progress = tqdm(
+        starts,
+        total=math.ceil(rows / config.batch_size),
+        desc=f"crops {layer}",
+        unit="batch",
+        **progress_kwargs(),
+    )
+    for start in progress:
+        batch = slice(start, min(start + config.batch_size, rows))
+        images = torch.stack([dataset[int(pos)][0] for pos in dataset_positions[batch]])
+        images = images.to(device)
+        heatmaps, spatial_shape = _position_heatmaps(
+            model, images, layer, row_channels[batch], row_positions[batch]
+        )
+        # Positions are flat indices into the references' map: a different map (other
+        # image size, other layer) would silently crop the wrong place.
+        if spatial_shape != tuple(references.spatial_shape):
+            raise ValueError(
+                f"layer '{layer}' has spatial shape {spatial_shape} but the references "
+                f"were collected on {tuple(references.spatial_shape)}"
+            )
+        batch_boxes = square_boxes(heatmaps.cpu(), config.blur_kernel, config.threshold)
+        batch_crops = crop_images(images.cpu(), batch_boxes, config.size)
+        crops[batch] = (batch_crops * 255).round().to(torch.uint8)
+        boxes[batch] = batch_boxes
+    return {
+        "crops": crops.reshape(n_channels, n_refs, 3, config.size, config.size),
+        "boxes": boxes.reshape(n_channels, n_refs, 3),
+        "channels": channels.clone(),
+        "sample_ids": sample_ids.clone(),
+    }
+
+
+# --------------------------------------------------------------------------- files
+
+
+def save_crops(path: str | os.PathLike, crops: dict[str, torch.Tensor], metadata: dict) -> None:
+    """One safetensors file with the tensors of :func:`render_crops` and ``metadata``."""
+    missing = [key for key in CROP_KEYS if key not in crops]
+    if missing:
+        raise ValueError(f"crops lack {missing}; expected the keys {list(CROP_KEYS)}")
+    save_tensors(path, {key: crops[key] for key in CROP_KEYS}, metadata=metadata)
+
+
+def load_crops(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
+    """The tensors and metadata written by :func:`save_crops`."""
+    tensors, metadata = load_tensors(path)
+    missing = [key for key in CROP_KEYS if key not in tensors]
+    if missing:
+        raise ValueError(f"{path} is not a crops file: it lacks {missing}")
+    return tensors, metadata

@@ -1,0 +1,235 @@
+"""PURE's evaluation (stages 6 and 7) from the workflow's files, and its tables and figures.
+
+The formulas live in :mod:`monoscope.metrics`; this module gathers the inputs (cluster
+labels per method and k, embeddings of the crops, circuits, ground-truth labels of the
+references) and lays the results out as the paper does: methods as rows, k as columns,
+mean and standard error over neurons.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from monoscope.circuits import load_circuits
+from monoscope.data import read_sample_table
+from monoscope.io import load_tensors
+from monoscope.metrics import alignment as alignment_scores
+from monoscope.metrics import distance_summary, purity_summary
+from monoscope.tables import format_mean_se, write_table
+
+
+def reference_labels(samples_path, sample_ids: torch.Tensor) -> np.ndarray:
+    """Ground-truth class of every reference, ``[C, N]``."""
+    table = read_sample_table(samples_path)
+    lookup = pd.Series(table["label"].to_numpy(), index=table["sample_id"].to_numpy())
+    return lookup.loc[sample_ids.numpy().reshape(-1)].to_numpy().reshape(sample_ids.shape)
+
+
+def evaluate_pure(
+    clusters: Mapping[str, str | Path],
+    embeddings: Mapping[str, str | Path],
+    circuits: str | Path,
+    samples: str | Path,
+    ks: Sequence[int],
+    reference: str,
+    alignment: Mapping[str, int],
+) -> dict:
+    """All scores of one experiment as a JSON-ready record.
+
+    ``clusters`` maps clustering methods to their files, ``embeddings`` embedder names to
+    theirs; ``reference`` names the embedder whose distances score the methods.
+    """
+    vectors = {name: load_tensors(path)[0] for name, path in embeddings.items()}
+    circuit_data, _ = load_circuits(circuits)
+    sample_ids = circuit_data.sample_ids
+    for name, tensors in vectors.items():
+        if not torch.equal(tensors["sample_ids"], sample_ids):
+            raise ValueError(
+                f"embeddings of {name} are of other references than the circuits; rerun them"
+            )
+    reference_vectors = vectors[reference]["embeddings"].numpy()
+    labels = reference_labels(samples, sample_ids)
+    channels = len(sample_ids)
+
+    distances, purity = [], []
+    neuron_purity = purity_summary(labels, None)
+    purity.append(
+        {
+            "method": "neurons",
+            "k": 1,
+            "mean": neuron_purity[0],
+            "se": neuron_purity[1],
+            "units": neuron_purity[2],
+        }
+    )
+    for method, path in clusters.items():
+        tensors, _ = load_tensors(path)
+        for k in ks:
+            assignment = tensors[f"k{k}/labels"].numpy()
+            summary = distance_summary(reference_vectors, assignment)
+            distances.append(
+                {
+                    "method": method,
+                    "k": k,
+                    "intra": list(summary["intra"]),
+                    "inter": list(summary["inter"]),
+                }
+            )
+            mean, se, units = purity_summary(labels, assignment)
+            purity.append({"method": method, "k": k, "mean": mean, "se": se, "units": units})
+    random = distance_summary(reference_vectors, np.zeros(sample_ids.shape, dtype=np.int64))[
+        "random"
+    ]
+
+    spaces = {name: tensors["embeddings"].numpy() for name, tensors in vectors.items()}
+    spaces["circuits (PURE)"] = circuit_data.circuits.numpy()
+    spaces["activations"] = circuit_data.activations.numpy()
+    aligned = alignment_scores(
+        spaces,
+        reference=reference,
+        subsets=alignment["subsets"],
+        references_per_neuron=alignment["references"],
+        seed=alignment["seed"],
+    )
+    return {
+        "reference": reference,
+        "neurons": channels,
+        "references_per_neuron": int(sample_ids.shape[1]),
+        "random": list(random),
+        "distances": distances,
+        "alignment": {
+            space: {key: list(value) for key, value in scores.items()}
+            for space, scores in aligned.items()
+        },
+        "purity": purity,
+    }
+
+
+def write_pure_tables(results: dict, folder: str | Path, experiment: str) -> list[Path]:
+    """The three tables as CSV, Markdown and LaTeX under ``folder``."""
+    folder = Path(folder)
+    reference = results["reference"]
+    written = []
+
+    ks = sorted({row["k"] for row in results["distances"]})
+    frame = pd.DataFrame(
+        {
+            f"k={k} {which}": {
+                row["method"]: format_mean_se(*row[which])
+                for row in results["distances"]
+                if row["k"] == k
+            }
+            for k in ks
+            for which in ("intra", "inter")
+        }
+    )
+    frame.loc["random pairs"] = format_mean_se(*results["random"])
+    frame.index.name = "method"
+    written += write_table(
+        frame,
+        folder / "semantic_distances",
+        f"{experiment}: Euclidean distances between {reference} embeddings of the cropped "
+        "references, within virtual neurons (intra) and between them (inter), mean and "
+        f"standard error over {results['neurons']} neurons.",
+        label="tab:semantic-distances",
+    )
+
+    frame = pd.DataFrame(
+        {
+            measure: {
+                space: format_mean_se(*scores[measure])
+                for space, scores in results["alignment"].items()
+            }
+            for measure in ("pearson", "spearman", "dcor")
+        }
+    )
+    frame.index.name = "space"
+    written += write_table(
+        frame,
+        folder / "alignment",
+        f"{experiment}: correlation of pairwise distances in each space with {reference} "
+        "distances (pooled over random disjoint subsets of neurons; mean and standard error "
+        "over the subsets). dcor is Szekely's distance correlation.",
+        label="tab:alignment",
+    )
+
+    rows = {}
+    for row in results["purity"]:
+        name = "neurons (unsplit)" if row["method"] == "neurons" else row["method"]
+        rows.setdefault(name, {})
+        columns = ks if row["method"] == "neurons" else [row["k"]]
+        for k in columns:
+            rows[name][f"k={k}"] = format_mean_se(row["mean"], row["se"])
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    frame.index.name = "units"
+    written += write_table(
+        frame,
+        folder / "purity",
+        f"{experiment}: ground-truth purity, the share of a unit's references that carry its "
+        "most common label, mean and standard error over units (neurons, or the virtual "
+        "neurons of each method and k).",
+        label="tab:purity",
+    )
+    return written
+
+
+def plot_semantic_distances(results: dict, path) -> None:
+    """Grouped bars: intra and inter distance per method and k, random pairs dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from monoscope.plotting import save_figure
+
+    methods = list(dict.fromkeys(row["method"] for row in results["distances"]))
+    ks = sorted({row["k"] for row in results["distances"]})
+    figure, axes = plt.subplots(
+        1, len(ks), figsize=(3.2 * len(ks), 3.4), sharey=True, squeeze=False
+    )
+    for axis, k in zip(axes[0], ks, strict=True):
+        rows = {row["method"]: row for row in results["distances"] if row["k"] == k}
+        x = np.arange(len(methods))
+        for offset, which, colour in ((-0.2, "intra", "tab:blue"), (0.2, "inter", "tab:orange")):
+            means = [rows[m][which][0] for m in methods]
+            errors = [rows[m][which][1] for m in methods]
+            axis.bar(
+                x + offset, means, width=0.4, yerr=errors, color=colour, label=which, capsize=2
+            )
+        axis.axhline(
+            results["random"][0], color="grey", linestyle="--", linewidth=1, label="random"
+        )
+        axis.set_xticks(x, methods, rotation=30, fontsize=8)
+        axis.set_title(f"k = {k}", fontsize=9)
+    axes[0, 0].set_ylabel(f"{results['reference']} distance")
+    axes[0, 0].legend(fontsize=7)
+    figure.tight_layout()
+    save_figure(figure, path)
+
+
+def plot_alignment(results: dict, path) -> None:
+    """Bars: Pearson and distance correlation of each space with the reference."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from monoscope.plotting import save_figure
+
+    spaces = [s for s in results["alignment"] if s != results["reference"]]
+    x = np.arange(len(spaces))
+    figure, axis = plt.subplots(figsize=(1.4 * len(spaces) + 2, 3.4))
+    for offset, measure, colour in ((-0.2, "pearson", "tab:green"), (0.2, "dcor", "tab:purple")):
+        means = [results["alignment"][s][measure][0] for s in spaces]
+        errors = [results["alignment"][s][measure][1] for s in spaces]
+        axis.bar(x + offset, means, width=0.4, yerr=errors, color=colour, label=measure, capsize=2)
+    axis.set_xticks(x, spaces, rotation=20, fontsize=8)
+    axis.set_ylabel(f"correlation with {results['reference']} distances")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    save_figure(figure, path)
