@@ -24,8 +24,10 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 
 install: $(STAMP)
 
+# The demo ends with the tables under results/demo/tables/ and results/demo/report.html.
 demo: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/snakemake --cores $(CORES) --report results/demo/report.html
 
 report: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --report results/demo/report.html

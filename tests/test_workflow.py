@@ -69,6 +69,17 @@ def test_outputs_are_complete(tiny_run):
         "figures/pure/virtual_neurons_k2_neuron1.png",
         "figures/activation/virtual_neurons_k2_neuron0.png",
         "figures/pure/umap_k2_neuron0.png",
+        "figures/crops/neuron1.png",
+        "embeddings/judge.safetensors",
+        "clusters/judge.safetensors",
+        "evaluation/results.json",
+        "figures/semantic_distances.png",
+        "figures/alignment.png",
+        *[
+            f"tables/{t}.{e}"
+            for t in ("semantic_distances", "alignment", "purity")
+            for e in ("csv", "md", "tex")
+        ],
     ):
         assert (out / path).is_file(), path
     assert sorted(p.name for p in (out / "references" / "shards").iterdir()) == [
@@ -103,6 +114,21 @@ def test_circuits_and_clusters_cover_every_neuron(tiny_run):
     clusters, _ = load_tensors(out / "clusters" / "pure.safetensors")
     assert clusters["k3/labels"].shape == (8, 8)
     assert clusters["k3/centroids"].shape == (8, 3, 32)
+
+
+def test_tables_report_every_method_and_the_ground_truth(tiny_run):
+    import pandas as pd
+
+    tables = tiny_run / "results" / "tiny" / "tables"
+    distances = pd.read_csv(tables / "semantic_distances.csv", index_col=0)
+    assert list(distances.index) == ["pure", "activation", "judge", "random pairs"]
+    assert list(distances.columns) == ["k=2 intra", "k=2 inter", "k=3 intra", "k=3 inter"]
+    purity = pd.read_csv(tables / "purity.csv", index_col=0)
+    assert list(purity.index) == ["neurons (unsplit)", "pure", "activation", "judge"]
+    alignment = pd.read_csv(tables / "alignment.csv", index_col=0)
+    assert alignment.loc["judge", "pearson"].startswith("1.000")
+    assert {"circuits (PURE)", "activations"} <= set(alignment.index)
+    assert "\\toprule" in (tables / "purity.tex").read_text()
 
 
 def test_sharded_workflow_equals_unsharded_library_call(tiny_run):
@@ -150,9 +176,15 @@ def test_changing_references_n_reruns_only_the_reference_rules(tiny_run):
         "plot_references": 2,
         "compute_circuits": 2,
         "merge_circuits": 1,
-        "cluster_units": 2,
-        "plot_virtual_neurons": 4,
+        "cluster_units": 3,
+        "plot_virtual_neurons": 6,
         "plot_circuit_umaps": 1,
+        "render_crops": 2,
+        "plot_crops": 2,
+        "embed_crops": 2,
+        "merge_embeddings": 1,
+        "evaluate": 1,
+        "plot_evaluation": 1,
     }
 
 
@@ -165,9 +197,11 @@ def test_changing_k_reruns_clustering_but_not_circuits(tiny_run):
     counts = job_counts(result.stdout + result.stderr)
     assert counts == {
         "all": 1,
-        "cluster_units": 2,
-        "plot_virtual_neurons": 4,
+        "cluster_units": 3,
+        "plot_virtual_neurons": 6,
         "plot_circuit_umaps": 1,
+        "evaluate": 1,
+        "plot_evaluation": 1,
     }
 
 
@@ -226,7 +260,17 @@ def pretrained_setup(repo, tmp_path_factory):
             "grid": {"channels": 2, "columns": 3},
         },
         "circuits": {"references": "relmax", "method": "lrp", "shards": 3},
-        "clustering": {"k": [2, 3], "methods": ["pure"]},
+        "clustering": {"k": [2, 3], "methods": ["pure", "dino"]},
+        "crops": {"size": 16, "shards": 2},
+        "embedders": {
+            "dino": {
+                "kind": "dinov2",
+                "weights": "random",
+                "arch": "vit_small_patch14_dinov2.lvd142m",
+                "image_size": 28,
+            }
+        },
+        "evaluation": {"embedders": ["dino"], "reference": "dino", "alignment": {"subsets": 2}},
         "figures": {"neurons": [511], "k": 3, "thumbnails": 2},
     }
     (workdir / "pretrained.yaml").write_text(yaml.safe_dump(config))
@@ -271,10 +315,85 @@ def test_too_large_k_fails_before_any_job(pretrained_setup):
     assert "clustering.k" in result.stdout + result.stderr
 
 
-def test_experiment_configs_dry_run(repo, tmp_path):
+def fake_imagefolder(root, classes=("n01440764", "n01443537"), per_class=3, seed=0):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for label in classes:
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for index in range(per_class):
+            pixels = rng.integers(0, 256, size=(40 + index, 48, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / label / f"{index}.png")
+    return root
+
+
+def test_paper_configs_dry_run(repo, tmp_path):
+    """Each ImageNet config plans its whole DAG against a fake ImageFolder."""
+    root = fake_imagefolder(tmp_path / "val")
     for experiment in sorted((repo / "config" / "experiments").glob("*.yaml")):
-        result = snakemake(repo, "-n", "--cores", "1", "--configfile", str(experiment), timeout=120)
-        assert result.returncode == 0, (
-            experiment.name + result.stdout[-2000:] + result.stderr[-2000:]
-        )
-        assert "collect_references" in result.stdout
+        config = yaml.safe_load(experiment.read_text())
+        config["data"]["root"] = str(root)
+        override = tmp_path / experiment.name
+        override.write_text(yaml.safe_dump(config))
+        result = snakemake(repo, "-n", "--cores", "1", "--configfile", str(override), timeout=120)
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, experiment.name + output[-3000:]
+        counts = job_counts(output)
+        assert counts["embed_crops"] == 2 * config["crops"]["shards"], experiment.name
+        assert counts["cluster_units"] == 4 and counts["evaluate"] == 1, experiment.name
+
+
+def test_paper_config_embedder_fails_clearly_without_weights(repo, tmp_path):
+    """The ResNet-34 config, shrunk to a few fake images and a random-weight model file,
+    runs up to its CLIP embedder, which fails naming the missing cache and the fix."""
+    import timm
+    from safetensors.torch import save_file
+
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    for name in WORKFLOW_FILES:
+        source = repo / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, workdir / name)
+    fake_imagefolder(workdir / "val")
+    torch.manual_seed(0)
+    net = timm.create_model("resnet34.a1_in1k", pretrained=False)
+    save_file(net.state_dict(), str(workdir / "resnet34.safetensors"))
+    config = yaml.safe_load(
+        (repo / "config" / "experiments" / "pure_resnet34_imagenet.yaml").read_text()
+    )
+    config.update(threads=1)
+    config["data"].update(root="val", image_size=64, resize=72)
+    config["model"]["weights"] = "resnet34.safetensors"
+    config["references"].update(n=2, shards=1, batch_size=8, num_workers=0)
+    config["circuits"]["shards"] = 1
+    config["crops"].update(size=16, shards=1)
+    config["clustering"]["k"] = [2]
+    (workdir / "paper.yaml").write_text(yaml.safe_dump(config))
+    env_home = {"HF_HOME": str(tmp_path / "hf"), "HOME": str(tmp_path)}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "results/pure_resnet34_imagenet/embeddings/clip.safetensors",
+            "--cores",
+            "2",
+            "--configfile",  # takes several files: the target goes before it
+            "paper.yaml",
+        ],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**__import__("os").environ, **env_home, "HF_HUB_OFFLINE": "1"},
+    )
+    assert result.returncode != 0
+    log = (workdir / "results/pure_resnet34_imagenet/logs/embed_crops/clip/1-of-1.log").read_text()
+    assert "open_clip weights for ViT-B-32 (openai) are not cached" in log
+    assert "set the embedder's weights to a local file" in log
+    crops = workdir / "results/pure_resnet34_imagenet/crops/shards/1-of-1.safetensors"
+    assert crops.is_file()  # everything before the embedder ran
+    assert not (
+        workdir / "results/pure_resnet34_imagenet/embeddings/clip/1-of-1.safetensors"
+    ).exists()
