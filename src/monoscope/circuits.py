@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from monoscope.io import load_tensors, save_tensors
+from monoscope.io import load_tensors, merge_channel_shards, save_tensors
 from monoscope.logs import progress_kwargs
 from monoscope.models.registry import SubjectModel
 from monoscope.references import canonizers_for
@@ -316,14 +316,4 @@ def load_circuits(path) -> tuple[Circuits, dict]:
 
 def merge_circuits(parts: Sequence[Circuits]) -> Circuits:
     """Concatenate neuron-range shards, ordered by channel; every channel exactly once."""
-    merged = Circuits(
-        torch.cat([part.channels for part in parts]),
-        torch.cat([part.sample_ids for part in parts]),
-        torch.cat([part.circuits for part in parts]),
-        torch.cat([part.activations for part in parts]),
-    )
-    order = torch.argsort(merged.channels)
-    merged = Circuits(*(tensor[order] for tensor in vars(merged).values()))
-    if not torch.equal(merged.channels, torch.arange(len(merged.channels))):
-        raise ValueError("circuit shards do not cover every upper channel exactly once; rerun them")
-    return merged
+    return Circuits(**merge_channel_shards([vars(part) for part in parts], "circuit"))

@@ -82,3 +82,21 @@ def write_json(path: str | os.PathLike, record: Any) -> None:
 
 def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def merge_channel_shards(
+    parts: list[Mapping[str, torch.Tensor]], what: str
+) -> dict[str, torch.Tensor]:
+    """Concatenate neuron-range shards along their first dimension, in channel order.
+
+    Every part holds a ``channels`` entry; together they must cover ``0..C-1`` exactly
+    once, otherwise a shard is missing or stale and ``what`` names the stage to rerun.
+    """
+    if not parts:
+        raise ValueError(f"no {what} shards to merge")
+    merged = {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
+    order = torch.argsort(merged["channels"])
+    merged = {key: value[order] for key, value in merged.items()}
+    if not torch.equal(merged["channels"], torch.arange(len(order))):
+        raise ValueError(f"{what} shards do not cover every upper channel exactly once; rerun them")
+    return merged

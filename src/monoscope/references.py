@@ -423,3 +423,18 @@ def merge_reference_files(
     metadata = dict(loaded[0][1])
     metadata.update(n=n, n_samples=samples, shards=len(paths))
     return merged, metadata
+
+
+def channel_shard(path, mode: str, layer: str, scatteritem: str) -> tuple[TopReferences, range]:
+    """The references of ``(mode, layer)`` and the channel range of one ``i-of-n`` shard.
+
+    Stages sharded over neurons (circuits, crops) split the upper channels this way.
+    """
+    from monoscope.data import parse_scatteritem, shard_positions
+
+    references, _ = load_references(path)
+    if (mode, layer) not in references:
+        raise KeyError(f"no {mode} references of {layer} in {path}; check references.modes/layers")
+    top = references[(mode, layer)]
+    shard, shards = parse_scatteritem(scatteritem)
+    return top, shard_positions(top.n_channels, shard, shards)

@@ -4,20 +4,20 @@ import torch
 
 from monoscope.config import from_mapping
 from monoscope.crops import CropConfig, render_crops, save_crops
-from monoscope.data import DataConfig, open_dataset, parse_scatteritem, shard_positions
+from monoscope.data import DataConfig, open_dataset, parse_scatteritem
 from monoscope.device import resolve_device
 from monoscope.logs import setup_logging
 from monoscope.models import ModelConfig, load_model
-from monoscope.references import load_references
+from monoscope.references import channel_shard
 
 setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 params = snakemake.params
 device = resolve_device(params.device)
-references, _ = load_references(snakemake.input.references)
-top = references[(params.reference_mode, params.upper)]
+top, channels = channel_shard(
+    snakemake.input.references, params.reference_mode, params.upper, snakemake.wildcards.scatteritem
+)
 shard, shards = parse_scatteritem(snakemake.wildcards.scatteritem)
-channels = shard_positions(top.n_channels, shard, shards)
 crops = render_crops(
     load_model(from_mapping(ModelConfig, params.model), device),
     open_dataset(from_mapping(DataConfig, params.data), snakemake.input.samples),
