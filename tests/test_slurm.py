@@ -1,0 +1,108 @@
+"""The workflow on a real SLURM cluster (tests/slurm/start-cluster.sh starts one).
+
+Skipped only when no job can be submitted: no ``sbatch``, or no node that is up.
+"""
+
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from monoscope.io import load_tensors
+
+pytestmark = pytest.mark.workflow
+
+WORKFLOW_FILES = ("Snakefile", "rules", "workflow", "config", "envs", "profiles")
+TARGET = "results/tiny/circuits/circuits.safetensors"
+GPU_RULES = {"train_subject", "collect_references", "compute_circuits"}
+
+
+def cluster_is_up() -> bool:
+    if shutil.which("sbatch") is None or shutil.which("sinfo") is None:
+        return False
+    state = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
+    return state.returncode == 0 and any(
+        s.startswith(("idle", "mixed", "allocated")) for s in state.stdout.split()
+    )
+
+
+def copy_workflow(repo, workdir):
+    workdir.mkdir()
+    for name in WORKFLOW_FILES:
+        source = repo / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, workdir / name)
+    shutil.copy(repo / "tests" / "configs" / "tiny.yaml", workdir / "tiny.yaml")
+
+
+def snakemake(workdir, *args):
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", TARGET, *args, "--configfile", "tiny.yaml"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def test_gpu_requests_in_a_dry_run_with_the_slurm_profile(repo, tmp_path):
+    copy_workflow(repo, tmp_path / "dry")
+    result = snakemake(tmp_path / "dry", "-n", "--profile", "profiles/slurm")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rules = re.findall(r"^rule (\w+):\n(?:.*\n)*?\s+resources: (.*)$", result.stdout, re.M)
+    assert rules, result.stdout[-2000:]
+    for rule, resources in rules:
+        assert ("gpu=1" in resources) == (rule in GPU_RULES), (rule, resources)
+
+
+@pytest.mark.skipif(not cluster_is_up(), reason="no SLURM cluster to submit to")
+def test_slurm_run_requests_gpus_and_equals_a_local_run(repo, tmp_path):
+    copy_workflow(repo, tmp_path / "slurm")
+    copy_workflow(repo, tmp_path / "local")
+    on_slurm = snakemake(
+        tmp_path / "slurm",
+        "--executor",
+        "slurm",
+        "--jobs",
+        "4",
+        "--default-resources",
+        "slurm_partition=debug",
+        "mem_mb=2000",
+        "runtime=30",
+        "--slurm-no-account",  # the test cluster has no accounting daemon
+        "--slurm-status-command",
+        "squeue",
+        "--slurm-init-seconds-before-status-checks",
+        "1",
+        "--latency-wait",
+        "5",
+    )
+    assert on_slurm.returncode == 0, on_slurm.stdout[-3000:] + on_slurm.stderr[-3000:]
+    local = snakemake(tmp_path / "local", "--cores", "2")
+    assert local.returncode == 0, local.stderr[-3000:]
+
+    job_ids = re.findall(r"submitted with SLURM jobid (\d+)", on_slurm.stdout + on_slurm.stderr)
+    assert len(job_ids) == 9
+    listing = subprocess.run(
+        ["squeue", "-t", "all", "-h", "-j", ",".join(job_ids), "-O", "Comment:100,tres-per-job:40"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    submitted = {}
+    for line in listing.stdout.splitlines():
+        comment, tres = line.split()
+        rule = re.sub(r"_wildcards_.*$", "", comment.removeprefix("rule_"))
+        submitted.setdefault(rule, set()).add(tres)
+    assert set(submitted) == GPU_RULES | {"prepare_data", "merge_references", "merge_circuits"}
+    for rule, requests in submitted.items():
+        assert requests == ({"gres:gpu:1"} if rule in GPU_RULES else {"N/A"}), (rule, requests)
+
+    for path in ("results/tiny/references/references.safetensors", TARGET):
+        on_cluster, _ = load_tensors(tmp_path / "slurm" / path)
+        here, _ = load_tensors(tmp_path / "local" / path)
+        assert on_cluster.keys() == here.keys()
+        for key in here:
+            assert torch.equal(on_cluster[key], here[key]), (path, key)
