@@ -205,3 +205,19 @@ def test_write_json_failure_leaves_previous_file(tmp_path):
 def test_read_json_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError):
         read_json(tmp_path / "missing.json")
+
+
+def test_same_tensors_and_metadata_give_identical_bytes_across_processes(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import torch, sys\n"
+        "from monoscope.io import save_tensors\n"
+        "save_tensors(sys.argv[1], {'b': torch.arange(3), 'a': torch.ones(2)},"
+        " {'zeta': 1, 'alpha': [1, 2], 'mid': 'x', 'n': None, 'shard': 3})\n"
+    )
+    paths = [tmp_path / f"{i}.safetensors" for i in range(3)]
+    for path in paths:
+        subprocess.run([sys.executable, "-c", code, str(path)], check=True)
+    assert paths[0].read_bytes() == paths[1].read_bytes() == paths[2].read_bytes()

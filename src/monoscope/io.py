@@ -39,24 +39,30 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         temporary.unlink(missing_ok=True)
 
 
+# safetensors keeps the metadata in a Rust HashMap, so a header with several metadata
+# keys is written in a different order in every process and files are not byte-identical
+# from run to run. We store the whole record under this one key, as sorted JSON.
+METADATA_KEY = "monoscope"
+
+
 def save_tensors(
     path: str | os.PathLike,
     tensors: Mapping[str, torch.Tensor],
     metadata: Mapping[str, Any] | None = None,
 ) -> None:
-    """Write tensors to a safetensors file atomically.
+    """Write tensors to a safetensors file atomically and deterministically.
 
-    Every ``metadata`` value is stored as JSON (strings too, so ``"42"`` comes back as
-    the string it was), so any JSON-serialisable record travels with the tensors.
+    ``metadata`` is any JSON-serialisable record; it comes back from :func:`load_tensors`
+    as it was (strings stay strings). The same tensors and metadata give the same bytes.
     """
-    encoded = {key: json.dumps(value) for key, value in (metadata or {}).items()}
+    encoded = {METADATA_KEY: json.dumps(dict(metadata or {}), sort_keys=True)}
     contiguous = {key: value.detach().cpu().contiguous() for key, value in tensors.items()}
     with atomic_path(path) as temporary:
         save_file(contiguous, str(temporary), metadata=encoded)
 
 
 def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read a safetensors file; returns ``(tensors, metadata)`` with JSON metadata decoded."""
+    """Read a safetensors file; returns ``(tensors, metadata)`` with the metadata decoded."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"tensor file not found: {path}")
@@ -65,11 +71,13 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
         for key in handle.keys():
             tensors[key] = handle.get_tensor(key)
         raw = handle.metadata() or {}
+    if set(raw) == {METADATA_KEY}:
+        return tensors, json.loads(raw[METADATA_KEY])
     metadata = {}
-    for key, value in raw.items():
+    for key, value in raw.items():  # written by another tool: one JSON value per key
         try:
             metadata[key] = json.loads(value)
-        except json.JSONDecodeError:  # written by another tool: keep the raw string
+        except json.JSONDecodeError:
             metadata[key] = value
     return tensors, metadata
 
