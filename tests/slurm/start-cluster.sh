@@ -16,6 +16,11 @@ if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null || ! comm
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null
 fi
 
+marker=/run/monoscope-test-cluster
+# Never touch a SLURM configuration that this script did not write (a real cluster node).
+if [ -f /etc/slurm/slurm.conf ] && ! grep -q "Written by monoscope" /etc/slurm/slurm.conf; then
+  log "/etc/slurm/slurm.conf belongs to another SLURM setup: leaving it alone"; exit 1
+fi
 host=$(hostname)
 cpus=$(nproc)
 memory=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 2048 ))
@@ -56,11 +61,12 @@ if [ ! -s /etc/munge/munge.key ]; then
 fi
 chown -R munge:munge /etc/munge /run/munge /var/lib/munge /var/log/munge 2>/dev/null || true
 chmod 400 /etc/munge/munge.key
+# Remember what this script started, so stop-cluster.sh stops only that.
 if ! pgrep -x munged >/dev/null; then
-  runuser -u munge -- /usr/sbin/munged
+  runuser -u munge -- /usr/sbin/munged && echo munged >> "${marker}"
 fi
-pgrep -x slurmctld >/dev/null || /usr/sbin/slurmctld
-pgrep -x slurmd >/dev/null || /usr/sbin/slurmd
+pgrep -x slurmctld >/dev/null || { /usr/sbin/slurmctld && echo slurmctld >> "${marker}"; }
+pgrep -x slurmd >/dev/null || { /usr/sbin/slurmd && echo slurmd >> "${marker}"; }
 
 for _ in $(seq 1 30); do
   state=$(sinfo -h -n "${host}" -o %T 2>/dev/null || true)

@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Stop the daemons that tests/slurm/start-cluster.sh started (jobs are cancelled first)
-# and wait until they have exited.
+# Stop the daemons that tests/slurm/start-cluster.sh started (and only those: it lists
+# them in /run/monoscope-test-cluster), cancelling their jobs first, and wait until
+# they have exited.
 set -u
+marker=/run/monoscope-test-cluster
+[ -f "${marker}" ] || exit 0
 scancel --user=root 2>/dev/null || true
-for daemon in slurmd slurmctld munged; do
+started=$(sort -u "${marker}")
+for daemon in ${started}; do
   pkill -x "${daemon}" 2>/dev/null || true
 done
+rm -f "${marker}"
 running() {
-  for daemon in slurmd slurmctld slurmscriptd munged; do
+  for daemon in ${started} slurmscriptd; do
     pgrep -x "${daemon}" >/dev/null && return 0
   done
   return 1
