@@ -32,3 +32,19 @@ def random_demo():
 
     torch.manual_seed(0)
     return load_model(ModelConfig("demo_cnn", "random", num_classes=10))
+
+
+WORKFLOW_FILES = ("Snakefile", "rules", "workflow", "config", "envs", "profiles")
+
+
+def copy_workflow(workdir: Path, tiny_config: bool = True) -> Path:
+    """A runnable copy of the workflow in ``workdir`` (created), with the tiny config."""
+    import shutil
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_FILES:
+        source = REPO / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, workdir / name)
+    if tiny_config:
+        shutil.copy(REPO / "tests" / "configs" / "tiny.yaml", workdir / "tiny.yaml")
+    return workdir

@@ -1,28 +1,18 @@
 """An interrupted sharded stage leaves nothing that looks complete and resumes cleanly."""
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
+from conftest import copy_workflow
 
 pytestmark = pytest.mark.workflow
 
-WORKFLOW_FILES = ("Snakefile", "rules", "workflow", "config", "envs")
 MERGED = "results/tiny/references/references.safetensors"
 SHARDS = [f"results/tiny/references/shards/{i}-of-3.safetensors" for i in (1, 2, 3)]
-
-
-def workflow_copy(repo, workdir):
-    workdir.mkdir()
-    for name in WORKFLOW_FILES:
-        source = repo / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, workdir / name)
-    shutil.copy(repo / "tests" / "configs" / "tiny.yaml", workdir / "tiny.yaml")
-    return workdir
 
 
 def command(*extra):
@@ -40,10 +30,10 @@ def command(*extra):
 
 
 def test_killed_reference_stage_resumes_from_finished_shards(repo, tmp_path):
-    reference = workflow_copy(repo, tmp_path / "uninterrupted")
+    reference = copy_workflow(tmp_path / "uninterrupted")
     subprocess.run(command(), cwd=reference, check=True, capture_output=True, timeout=600)
 
-    workdir = workflow_copy(repo, tmp_path / "interrupted")
+    workdir = copy_workflow(tmp_path / "interrupted")
     process = subprocess.Popen(
         command(),
         cwd=workdir,

@@ -10,12 +10,12 @@ import sys
 
 import pytest
 import torch
+from conftest import copy_workflow
 
 from monoscope.io import load_tensors
 
 pytestmark = pytest.mark.workflow
 
-WORKFLOW_FILES = ("Snakefile", "rules", "workflow", "config", "envs", "profiles")
 TARGET = "results/tiny/circuits/circuits.safetensors"
 GPU_RULES = {"train_subject", "collect_references", "compute_circuits"}
 
@@ -29,14 +29,6 @@ def cluster_is_up() -> bool:
     )
 
 
-def copy_workflow(repo, workdir):
-    workdir.mkdir()
-    for name in WORKFLOW_FILES:
-        source = repo / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, workdir / name)
-    shutil.copy(repo / "tests" / "configs" / "tiny.yaml", workdir / "tiny.yaml")
-
-
 def snakemake(workdir, *args):
     return subprocess.run(
         [sys.executable, "-m", "snakemake", TARGET, *args, "--configfile", "tiny.yaml"],
@@ -48,7 +40,7 @@ def snakemake(workdir, *args):
 
 
 def test_gpu_requests_in_a_dry_run_with_the_slurm_profile(repo, tmp_path):
-    copy_workflow(repo, tmp_path / "dry")
+    copy_workflow(tmp_path / "dry")
     result = snakemake(tmp_path / "dry", "-n", "--profile", "profiles/slurm")
     assert result.returncode == 0, result.stderr[-3000:]
     rules = re.findall(r"^rule (\w+):\n(?:.*\n)*?\s+resources: (.*)$", result.stdout, re.M)
@@ -59,8 +51,8 @@ def test_gpu_requests_in_a_dry_run_with_the_slurm_profile(repo, tmp_path):
 
 @pytest.mark.skipif(not cluster_is_up(), reason="no SLURM cluster to submit to")
 def test_slurm_run_requests_gpus_and_equals_a_local_run(repo, tmp_path):
-    copy_workflow(repo, tmp_path / "slurm")
-    copy_workflow(repo, tmp_path / "local")
+    copy_workflow(tmp_path / "slurm")
+    copy_workflow(tmp_path / "local")
     on_slurm = snakemake(
         tmp_path / "slurm",
         "--executor",

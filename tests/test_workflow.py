@@ -1,16 +1,14 @@
 """Snakemake end to end on a tiny config, in a copy of the workflow in a temp dir."""
 
-import shutil
 import subprocess
 import sys
 
 import pytest
 import torch
 import yaml
+from conftest import copy_workflow
 
 pytestmark = pytest.mark.workflow
-
-WORKFLOW_FILES = ("Snakefile", "rules", "workflow", "config", "envs")
 
 
 def snakemake(workdir, *args, timeout=600):
@@ -38,14 +36,7 @@ def job_counts(output: str) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def tiny_run(repo, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("workflow")
-    for name in WORKFLOW_FILES:
-        source = repo / name
-        if source.is_dir():
-            shutil.copytree(source, workdir / name)
-        else:
-            shutil.copy(source, workdir / name)
-    shutil.copy(repo / "tests" / "configs" / "tiny.yaml", workdir / "tiny.yaml")
+    workdir = copy_workflow(tmp_path_factory.mktemp("workflow"))
     result = snakemake(workdir, "--cores", "2", "--configfile", "tiny.yaml")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return workdir
@@ -230,21 +221,11 @@ def test_lint_and_format_are_clean(repo):
 @pytest.fixture(scope="module")
 def pretrained_setup(repo, tmp_path_factory):
     """A workflow copy, a fake ImageFolder tree and a random ResNet-18 saved to a file."""
-    import numpy as np
     import torchvision
-    from PIL import Image
     from safetensors.torch import save_file
 
-    workdir = tmp_path_factory.mktemp("pretrained")
-    for name in WORKFLOW_FILES:
-        source = repo / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, workdir / name)
-    rng = np.random.default_rng(0)
-    for label in ("n01440764", "n01443537"):
-        (workdir / "images" / label).mkdir(parents=True)
-        for index in range(6):
-            pixels = rng.integers(0, 256, size=(40 + index, 48, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(workdir / "images" / label / f"{index}.png")
+    workdir = copy_workflow(tmp_path_factory.mktemp("pretrained"), tiny_config=False)
+    fake_imagefolder(workdir / "images", per_class=6)
     torch.manual_seed(0)
     save_file(torchvision.models.resnet18().state_dict(), str(workdir / "resnet18.safetensors"))
     config = {
@@ -350,11 +331,7 @@ def test_paper_config_embedder_fails_clearly_without_weights(repo, tmp_path):
     import timm
     from safetensors.torch import save_file
 
-    workdir = tmp_path / "run"
-    workdir.mkdir()
-    for name in WORKFLOW_FILES:
-        source = repo / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, workdir / name)
+    workdir = copy_workflow(tmp_path / "run", tiny_config=False)
     fake_imagefolder(workdir / "val")
     torch.manual_seed(0)
     net = timm.create_model("resnet34.a1_in1k", pretrained=False)
