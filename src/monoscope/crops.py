@@ -382,3 +382,102 @@ def load_crops(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
     if missing:
         raise ValueError(f"{path} is not a crops file: it lacks {missing}")
     return tensors, metadata
+
+
+# --------------------------------------------------------------------------- directions
+
+
+def direction_heatmaps(
+    model: SubjectModel, images: torch.Tensor, layer: str, directions: torch.Tensor
+) -> torch.Tensor:
+    """CRP heatmaps ``[B, H, W]`` of a direction in a layer's channel space per row.
+
+    A unit that reads a direction ``w`` from the layer's spatially averaged output (an
+    SAE feature: pre-activation ``w . mean_q a(q) + b``) has no single position to start
+    from. Its pre-activation splits exactly into the contributions
+    ``w_c a_c(q) / |q|`` of every channel c and position q; those start the relevance,
+    which zennit's ``EpsilonPlusFlat`` then propagates to the input, as for a neuron.
+    Constant terms (biases) are not attributed to the input.
+
+    ``directions`` is ``[B, C]``, one direction per image.
+    """
+    from crp.attribution import CondAttribution
+    from zennit.composites import EpsilonPlusFlat
+
+    if images.ndim != 4 or directions.ndim != 2 or len(directions) != len(images):
+        raise ValueError(
+            f"expected images [B, 3, H, W] and directions [B, C], got {tuple(images.shape)} "
+            f"and {tuple(directions.shape)}"
+        )
+    model.layer(layer)  # a clear error for an unknown layer name, before any hooks
+    if len(images) == 0:
+        return images.new_zeros((0, *images.shape[2:]))
+    problems: list[str] = []
+
+    def init_rel(activation: torch.Tensor) -> torch.Tensor:
+        flat = activation.flatten(2) if activation.ndim > 2 else activation[:, :, None]
+        if flat.shape[1] != directions.shape[1]:
+            problems.append(
+                f"directions have {directions.shape[1]} entries but layer '{layer}' has "
+                f"{flat.shape[1]} channels"
+            )
+            return torch.zeros_like(activation)
+        weights = directions.to(flat)[:, :, None] / flat.shape[2]
+        return (weights * flat).reshape(activation.shape)
+
+    model.net.eval()
+    attribution = CondAttribution(model.net, no_param_grad=True)
+    composite = EpsilonPlusFlat(canonizers=canonizers_for(model.net))
+    inputs = model.normalize(images).detach().requires_grad_(True)
+    # zennit-crp masks the start layer to the conditioned channels: condition on all
+    # of them, since the direction's initial relevance already weighs every channel.
+    every_channel = list(range(directions.shape[1]))
+    conditions = [{layer: every_channel} for _ in range(len(images))]
+    with _drop_new_forward_hooks_on_error(model.net):
+        result = attribution(inputs, conditions, composite, start_layer=layer, init_rel=init_rel)
+    if problems:
+        raise ValueError(problems[0])
+    return result.heatmap.detach()
+
+
+def render_direction_crops(
+    model: SubjectModel,
+    dataset: torch.utils.data.Dataset,
+    sample_ids: torch.Tensor,
+    layer: str,
+    directions: torch.Tensor,
+    units: Sequence[int] | torch.Tensor,
+    config: CropConfig,
+    device: torch.device | str = "cpu",
+) -> dict[str, torch.Tensor]:
+    """Crops of the references of direction units (SAE features), as :func:`render_crops`.
+
+    ``sample_ids`` is ``[U_all, N]`` (references of every unit), ``directions``
+    ``[U_all, C]`` (each unit's encoder row); ``units`` selects the rows to crop. The
+    result has the keys of :func:`render_crops`, with the unit indices as ``channels``.
+    """
+    device = torch.device(device)
+    units = torch.as_tensor(units, dtype=torch.int64).reshape(-1)
+    chosen = sample_ids[units].long()
+    if (chosen == EMPTY_ID).any():
+        raise ValueError("some units have empty reference slots; use more data or a smaller n")
+    n_units, n_refs = chosen.shape
+    row_units = units[:, None].expand(n_units, n_refs).reshape(-1)
+    row_ids = chosen.reshape(-1)
+    positions = torch.tensor(np.asarray(dataset.position_of(row_ids.numpy())), dtype=torch.int64)
+    crops = torch.zeros((len(row_ids), 3, config.size, config.size), dtype=torch.uint8)
+    boxes = torch.zeros((len(row_ids), 3), dtype=torch.int64)
+    starts = range(0, len(row_ids), config.batch_size)
+    for start in tqdm(starts, desc=f"crops {layer} units", unit="batch", **progress_kwargs()):
+        batch = slice(start, min(start + config.batch_size, len(row_ids)))
+        images = torch.stack([dataset[int(pos)][0] for pos in positions[batch]]).to(device)
+        heatmaps = direction_heatmaps(model, images, layer, directions[row_units[batch]].to(device))
+        batch_boxes = square_boxes(heatmaps.cpu(), config.blur_kernel, config.threshold)
+        crops[batch] = (crop_images(images.cpu(), batch_boxes, config.size) * 255).round().byte()
+        boxes[batch] = batch_boxes
+    return {
+        "crops": crops.reshape(n_units, n_refs, 3, config.size, config.size),
+        "boxes": boxes.reshape(n_units, n_refs, 3),
+        "channels": units.clone(),
+        "sample_ids": chosen.clone(),
+    }
