@@ -195,6 +195,21 @@ def test_torchvision_cache_present(tmp_path, monkeypatch):
     _assert_same_state(model.net, net.state_dict())
 
 
+def test_torchvision_googlenet_cache_transforms_input_as_torchvision_does(tmp_path, monkeypatch):
+    import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    torch.manual_seed(0)
+    net = torchvision.models.googlenet(weights=None, init_weights=True)
+    checkpoints = tmp_path / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    url = torchvision.models.GoogLeNet_Weights.DEFAULT.url
+    torch.save(net.state_dict(), checkpoints / url.rsplit("/", 1)[1])
+    model = load_model(ModelConfig(name="torchvision:googlenet", weights="cache"))
+    _assert_same_state(model.net, net.state_dict())
+    assert model.net.transform_input  # as torchvision.models.googlenet(weights=...) sets it
+
+
 # --------------------------------------------------------------------------- timm
 
 

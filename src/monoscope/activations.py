@@ -142,13 +142,18 @@ class ActivationStore:
     paths : shard files of one layer (from :func:`save_activation_shard`).
     split : ``train``, ``test`` or ``all``: which samples the store yields.
     buffer_rows : rows per mixing buffer of a shuffled pass (bounds its memory).
+    limit : keep only the first ``limit`` rows of the split, in shard order (None: all).
 
     It offers what :func:`monoscope.sae.train.train_sae` needs (``num_samples``, ``dim``,
     ``iter_batches``) and :meth:`iter_labelled` for in-order passes with sample ids.
     """
 
     def __init__(
-        self, paths: Sequence[str | Path], split: str = "all", buffer_rows: int = 262_144
+        self,
+        paths: Sequence[str | Path],
+        split: str = "all",
+        buffer_rows: int = 262_144,
+        limit: int | None = None,
     ) -> None:
         if split not in ("train", "test", "all"):
             raise ValueError(f"split must be train, test or all, got '{split}'")
@@ -165,6 +170,11 @@ class ActivationStore:
                 flags = handle.get_tensor("is_train")
                 dims.add(handle.get_slice("activations").get_shape()[1])
             counts.append(int(self._mask(flags).sum()))
+        if limit is not None:
+            remaining = limit
+            for index, count in enumerate(counts):
+                counts[index] = min(count, remaining)
+                remaining -= counts[index]
         if len(dims) != 1:
             raise ValueError(f"activation shards disagree on the dimension: {sorted(dims)}")
         self.counts = counts
@@ -182,7 +192,7 @@ class ActivationStore:
         """The store's rows of one shard file."""
         tensors, _ = load_tensors(self.paths[index])
         mask = self._mask(tensors["is_train"])
-        return {key: tensors[key][mask] for key in STORE_KEYS}
+        return {key: tensors[key][mask][: self.counts[index]] for key in STORE_KEYS}
 
     def iter_batches(
         self, batch_size: int, shuffle: bool = False, seed: int = 0

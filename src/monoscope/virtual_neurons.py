@@ -55,8 +55,18 @@ class VirtualNeurons:
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """Activations ``[B, C, k]`` of the virtual neurons for unnormalised ``images``."""
+        activation, nearest = self._score(images)
+        gate = torch.nn.functional.one_hot(nearest, self.shape[1])
+        return activation[:, :, None] * gate
+
+    def assignments(self, images: torch.Tensor) -> torch.Tensor:
+        """The virtual neuron (cluster index) of every channel for each image, ``[B, C]``."""
+        return self._score(images)[1]
+
+    def _score(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Channel activations (spatial maximum, after ReLU) and nearest clusters, ``[B, C]``."""
         device = next(self.model.net.parameters()).device
-        channels_count, clusters = self.shape
+        channels_count, _ = self.shape
         with CircuitComputer(self.model, self.lower, self.upper, self.method) as computer:
             lower = computer.lower_activations(self.model.normalize(images.to(device)))
             with torch.no_grad():
@@ -74,5 +84,4 @@ class VirtualNeurons:
                 rows = slice(start, start + self.batch_rows)
                 circuits, _ = computer.rows(lower[row_sample[rows].to(device)], row_channel[rows])
                 nearest[rows] = self.assign(circuits, row_channel[rows].to(device)).cpu()
-        gate = torch.nn.functional.one_hot(nearest.view(batch, channels_count), clusters)
-        return activation.cpu()[:, :, None] * gate
+        return activation.cpu(), nearest.view(batch, channels_count)

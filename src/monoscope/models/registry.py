@@ -163,7 +163,11 @@ def _torchvision(arch: str, config: ModelConfig) -> SubjectModel:
                 f"Download {enum.url} to that path on a machine with internet access, "
                 "or set model.weights to a local file."
             )
-        net = torchvision.models.get_model(arch, weights=None)
+        # torchvision's builders switch on transform_input when they load their own
+        # GoogLeNet / Inception-v3 weights (trained on inputs scaled that way); building
+        # without weights leaves it off, which would silently change the model.
+        extra = {"transform_input": True} if arch in ("googlenet", "inception_v3") else {}
+        net = torchvision.models.get_model(arch, weights=None, **extra)
         load_state(net, torch.load(cached, map_location="cpu", weights_only=True), str(cached))
     else:
         state = read_state_dict(config.weights)
