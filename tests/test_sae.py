@@ -1,0 +1,492 @@
+"""Sparse autoencoders: losses and codes against NumPy, training, resampling, files."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from monoscope.sae import (
+    L1SAE,
+    SAE_VARIANTS,
+    SAEConfig,
+    SparseAutoencoder,
+    TensorStore,
+    TopKSAE,
+    build_sae,
+    draw_samples,
+    evaluate_sae,
+    feature_activations,
+    geometric_median,
+    load_sae,
+    register_sae,
+    resample_dead_features,
+    save_sae,
+    train_sae,
+)
+from monoscope.sae.resample import RESAMPLE_ENCODER_SCALE
+
+
+def synthetic_sparse(num_samples: int = 2048, dim: int = 8, atoms: int = 16, seed: int = 0):
+    """``dim``-d data from ``atoms`` unit ground-truth directions, each active with p = 0.1."""
+    generator = torch.Generator().manual_seed(seed)
+    directions = torch.randn(atoms, dim, generator=generator)
+    directions /= directions.norm(dim=1, keepdim=True)
+    active = torch.rand(num_samples, atoms, generator=generator) < 0.1
+    sizes = 0.5 + torch.rand(num_samples, atoms, generator=generator)
+    offset = torch.linspace(-1.0, 1.0, dim)  # a non-zero centre for b_d to find
+    return (active * sizes) @ directions + offset
+
+
+@pytest.fixture(scope="module")
+def sparse_store() -> TensorStore:
+    return TensorStore(synthetic_sparse())
+
+
+def randomised(sae: SparseAutoencoder, seed: int = 0) -> SparseAutoencoder:
+    """``sae`` with every parameter drawn at random (biases included), decoder unit-norm."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in sae.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator))
+    sae.normalize_decoder_()
+    return sae
+
+
+def numpy_params(sae: SparseAutoencoder):
+    return (
+        sae.encoder.detach().double().numpy(),
+        sae.encoder_bias.detach().double().numpy(),
+        sae.decoder.detach().double().numpy(),
+        sae.decoder_bias.detach().double().numpy(),
+    )
+
+
+def assert_same_state(first: SparseAutoencoder, second: SparseAutoencoder) -> None:
+    one, two = first.state_dict(), second.state_dict()
+    assert one.keys() == two.keys()
+    for key in one:
+        assert torch.equal(one[key], two[key]), key
+
+
+def without_seconds(history: dict) -> dict:
+    return {
+        **history,
+        "epochs": [{k: v for k, v in e.items() if k != "seconds"} for e in history["epochs"]],
+    }
+
+
+# --------------------------------------------------------------------------- the models
+
+
+def test_l1_loss_matches_numpy():
+    sae = randomised(L1SAE(5, 7, l1_coefficient=0.3), seed=1)
+    x = torch.randn(6, 5, generator=torch.Generator().manual_seed(2))
+    terms, codes = sae.loss_and_codes(x)
+
+    w_e, b_e, w_d, b_d = numpy_params(sae)
+    xs = x.double().numpy()
+    f = np.maximum(0.0, (xs - b_d) @ w_e.T + b_e)
+    x_hat = f @ w_d.T + b_d
+    mse = np.mean(np.sum((xs - x_hat) ** 2, axis=1))
+    l1 = np.mean(np.sum(np.abs(f), axis=1))
+    assert (f > 0).any() and (f == 0).any()  # both sides of the ReLU are exercised
+    np.testing.assert_allclose(codes.detach().numpy(), f, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(terms["mse"].item(), mse, rtol=1e-5)
+    np.testing.assert_allclose(terms["l1"].item(), l1, rtol=1e-5)
+    np.testing.assert_allclose(terms["loss"].item(), mse + 0.3 * l1, rtol=1e-5)
+    np.testing.assert_allclose(sae(x)[0].detach().numpy(), x_hat, rtol=1e-5, atol=1e-5)
+    assert set(sae.loss(x)) == {"loss", "mse", "l1"}
+
+
+def test_topk_codes_equal_a_brute_force_sort():
+    k = 3
+    sae = randomised(TopKSAE(6, 10, k=k), seed=3)
+    x = torch.randn(20, 6, generator=torch.Generator().manual_seed(4))
+    codes = sae.encode(x).detach().numpy()
+    pre = sae.pre_activations(x).detach().double().numpy()
+    expected = np.zeros_like(pre)
+    for row in range(len(pre)):
+        kept = np.argsort(-pre[row])[:k]  # the k largest, by a full sort
+        expected[row, kept] = np.maximum(pre[row, kept], 0.0)
+    np.testing.assert_allclose(codes, expected, rtol=1e-5, atol=1e-6)
+    assert ((codes != 0).sum(axis=1) <= k).all()
+    assert ((pre > 0).sum(axis=1) > k).any() and (pre < 0).any()
+
+    # Exactly k entries are kept before the ReLU: with all pre-activations positive,
+    # every row has exactly k nonzero codes.
+    with torch.no_grad():
+        sae.encoder_bias.fill_(100.0)
+    assert ((sae.encode(x) != 0).sum(dim=1) == k).all()
+
+
+def test_topk_aux_loss_is_zero_when_nothing_is_dead():
+    sae = randomised(TopKSAE(6, 12, k=2, dead_tokens=5), seed=5)
+    x = torch.randn(9, 6, generator=torch.Generator().manual_seed(6))
+    terms = sae.loss(x)
+    assert terms["aux"].item() == 0.0
+    assert terms["loss"].item() == terms["mse"].item()
+
+
+def test_topk_aux_loss_uses_only_dead_latents():
+    d, n_features, k, k_aux, aux_coef = 6, 12, 2, 3, 0.25
+    sae = randomised(TopKSAE(d, n_features, k=k, k_aux=k_aux, aux_coef=aux_coef, dead_tokens=50))
+    dead = np.zeros(n_features, dtype=bool)
+    dead[[1, 4, 6, 9, 11]] = True
+    with torch.no_grad():
+        sae.samples_since_fired.copy_(torch.where(torch.from_numpy(dead), 50, 49))
+    x = torch.randn(8, d, generator=torch.Generator().manual_seed(7))
+    terms = sae.loss(x)
+
+    w_e, b_e, w_d, b_d = numpy_params(sae)
+    xs = x.double().numpy()
+    pre = (xs - b_d) @ w_e.T + b_e
+    z = np.zeros_like(pre)
+    z_aux = np.zeros_like(pre)
+    for row in range(len(pre)):
+        top = np.argsort(-pre[row])[:k]
+        z[row, top] = np.maximum(pre[row, top], 0)
+        dead_ids = np.flatnonzero(dead)
+        top_dead = dead_ids[np.argsort(-pre[row, dead_ids])[:k_aux]]
+        z_aux[row, top_dead] = np.maximum(pre[row, top_dead], 0)
+    residual = xs - (z @ w_d.T + b_d)
+    residual_hat = z_aux @ w_d.T  # no decoder bias
+    aux = np.sum((residual - residual_hat) ** 2) / np.sum((residual - residual.mean(0)) ** 2)
+    mse = np.mean(np.sum(residual**2, axis=1))
+    assert aux > 0
+    np.testing.assert_allclose(terms["aux"].item(), aux, rtol=1e-5)
+    np.testing.assert_allclose(terms["loss"].item(), mse + aux_coef * aux, rtol=1e-5)
+
+    # Its gradient reaches only the dead features' encoder rows and decoder columns.
+    terms["aux"].backward()
+    encoder_rows = sae.encoder.grad.abs().sum(dim=1).numpy()
+    decoder_columns = sae.decoder.grad.abs().sum(dim=0).numpy()
+    assert (encoder_rows[~dead] == 0).all() and (decoder_columns[~dead] == 0).all()
+    assert (decoder_columns[dead] > 0).any()
+
+
+def test_normalize_decoder_and_parallel_gradient_removal_match_numpy():
+    sae = L1SAE(5, 9)
+    generator = torch.Generator().manual_seed(8)
+    with torch.no_grad():
+        sae.decoder.copy_(3 * torch.randn(5, 9, generator=generator))
+    sae.normalize_decoder_()
+    np.testing.assert_allclose(sae.decoder.detach().norm(dim=0).numpy(), 1.0, atol=1e-6)
+
+    grad = torch.randn(5, 9, generator=generator)
+    sae.decoder.grad = grad.clone()
+    sae.remove_parallel_decoder_grad_()
+    columns = sae.decoder.detach().double().numpy()
+    g = grad.double().numpy()
+    expected = np.empty_like(g)
+    for j in range(columns.shape[1]):
+        d_j = columns[:, j]
+        expected[:, j] = g[:, j] - (g[:, j] @ d_j) / (d_j @ d_j) * d_j
+    result = sae.decoder.grad.double().numpy()
+    np.testing.assert_allclose(result, expected, atol=1e-6)
+    np.testing.assert_allclose((result * columns).sum(axis=0), 0.0, atol=1e-6)
+
+
+def test_geometric_median_minimises_the_sum_of_distances():
+    points = torch.randn(200, 3, generator=torch.Generator().manual_seed(9)) ** 3
+    median = geometric_median(points)
+
+    def objective(centre):
+        return float((points.double() - centre).norm(dim=1).sum())
+
+    best = objective(median)
+    assert best < objective(points.double().mean(dim=0))
+    for step in torch.eye(3, dtype=torch.float64) * 1e-3:
+        assert best <= objective(median + step) and best <= objective(median - step)
+
+
+# --------------------------------------------------------------------------- registry, files
+
+
+@pytest.mark.parametrize("variant", ["l1", "topk"])
+def test_save_load_round_trip(tmp_path, variant):
+    config = SAEConfig(variant=variant, expansion=2, k=3, k_aux=4, l1_coefficient=0.02)
+    sae = randomised(build_sae(variant, 5, config), seed=10)
+    with torch.no_grad():
+        sae.samples_since_fired.copy_(torch.arange(10))
+    path = tmp_path / "sae.safetensors"
+    save_sae(sae, path)
+    loaded = load_sae(path)
+    assert type(loaded) is type(sae) and loaded.config == sae.config
+    assert loaded.num_features == 10 and loaded.input_dim == 5
+    assert_same_state(sae, loaded)
+    x = torch.randn(4, 5)
+    assert torch.equal(loaded(x)[0], sae(x)[0])
+    with safe_open(str(path), framework="pt") as handle:  # plain safetensors, no pickle
+        assert set(handle.keys()) == set(sae.state_dict())
+    assert [p.name for p in tmp_path.iterdir()] == ["sae.safetensors"]
+
+
+def test_build_sae_from_a_mapping_and_registry_errors():
+    sae = build_sae("topk", 4, {"num_features": 6, "k": 2})
+    assert isinstance(sae, TopKSAE) and sae.k == 2 and sae.auxiliary_k == 2
+    assert set(SAE_VARIANTS) >= {"l1", "topk"}
+    with pytest.raises(ValueError, match="unknown option"):
+        build_sae("l1", 4, {"num_features": 6, "k": 2})
+    with pytest.raises(ValueError, match="unknown SAE variant"):
+        build_sae("nope", 4, {"num_features": 6})
+    with pytest.raises(ValueError, match="already registered"):
+        register_sae("l1")(type("Other", (L1SAE,), {}))
+    with pytest.raises(ValueError, match="k must be"):
+        build_sae("topk", 4, SAEConfig(variant="topk", expansion=1, k=5))
+
+
+# --------------------------------------------------------------------------- stores, metrics
+
+
+def test_tensor_store_batches_and_samples():
+    data = torch.arange(30, dtype=torch.float64).reshape(10, 3)
+    store = TensorStore(data)
+    in_order = torch.cat(list(store.iter_batches(4)))
+    assert in_order.dtype == torch.float32 and torch.equal(in_order, data.float())
+    shuffled = torch.cat(list(store.iter_batches(4, shuffle=True, seed=1)))
+    assert not torch.equal(shuffled, in_order)
+    assert torch.equal(shuffled[shuffled[:, 0].argsort()], in_order)
+    assert torch.equal(shuffled, torch.cat(list(store.iter_batches(4, shuffle=True, seed=1))))
+    assert draw_samples(store, 7, seed=2).shape == (7, 3)
+    assert draw_samples(store, 50, seed=2).shape == (10, 3)
+
+
+def test_metrics_equal_numpy_brute_force():
+    sae = randomised(L1SAE(4, 6), seed=11)
+    with torch.no_grad():
+        sae.encoder_bias[[0, 3]] = -1e4  # never fire
+        sae.encoder_bias[1] = 1e4  # fires on everything
+    data = torch.randn(37, 4, generator=torch.Generator().manual_seed(12)) + 3.0
+    store = TensorStore(data)
+    metrics = evaluate_sae(sae, store, batch_size=8, dense_threshold=0.5)
+
+    w_e, b_e, w_d, b_d = numpy_params(sae)
+    xs = data.double().numpy()
+    f = np.maximum(0, (xs - b_d) @ w_e.T + b_e)
+    x_hat = f @ w_d.T + b_d
+    error = np.sum((xs - x_hat) ** 2)
+    counts = np.zeros(6)
+    for row in f:  # per sample, which features fired
+        counts += row != 0
+    assert metrics["num_samples"] == 37
+    np.testing.assert_allclose(metrics["mse"], error / 37, rtol=1e-5)
+    np.testing.assert_allclose(metrics["fvu"], error / np.sum((xs - xs.mean(0)) ** 2), rtol=1e-5)
+    np.testing.assert_allclose(metrics["l0"], np.count_nonzero(f) / 37)
+    assert metrics["dead_fraction"] == np.mean(counts == 0) >= 2 / 6
+    assert metrics["dense_fraction"] == np.mean(counts / 37 > 0.5) >= 1 / 6
+
+    codes = torch.cat(list(feature_activations(sae, store, batch_size=5)))
+    np.testing.assert_allclose(codes.numpy(), f, rtol=1e-5, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- resampling
+
+
+def test_resampling_sets_directions_and_zeroes_adam_state():
+    sae = randomised(L1SAE(6, 12, l1_coefficient=0.01), seed=13)
+    optimizer = torch.optim.Adam(sae.parameters(), lr=1e-2)
+    data = torch.randn(64, 6, generator=torch.Generator().manual_seed(14))
+    for _ in range(3):  # give Adam non-zero moments everywhere
+        optimizer.zero_grad()
+        sae.loss(data)["loss"].backward()
+        optimizer.step()
+    dead_ids = [1, 5, 7]
+    dead = torch.zeros(12, dtype=torch.bool)
+    dead[dead_ids] = True
+    alive = ~dead
+    before = {name: value.detach().clone() for name, value in sae.named_parameters()}
+    moments = {
+        (name, key): optimizer.state[parameter][key].clone()
+        for name, parameter in sae.named_parameters()
+        for key in ("exp_avg", "exp_avg_sq")
+    }
+    alive_norm = before["encoder"][alive].norm(dim=1).mean()
+
+    indices = resample_dead_features(sae, optimizer, dead, data, torch.Generator().manual_seed(15))
+    assert indices.tolist() == dead_ids
+    for name, parameter in sae.named_parameters():
+        for key in ("exp_avg", "exp_avg_sq"):
+            state, old = optimizer.state[parameter][key], moments[(name, key)]
+            if name == "encoder":
+                assert (state[dead] == 0).all() and torch.equal(state[alive], old[alive])
+            elif name == "encoder_bias":
+                assert (state[dead] == 0).all() and torch.equal(state[alive], old[alive])
+            elif name == "decoder":
+                assert (state[:, dead] == 0).all()
+                assert torch.equal(state[:, alive], old[:, alive])
+            else:
+                assert torch.equal(state, old)
+            assert (old != 0).any()
+
+    columns = sae.decoder.detach()[:, dead]
+    np.testing.assert_allclose(columns.norm(dim=0).numpy(), 1.0, atol=1e-6)
+    candidates = data - before["decoder_bias"]
+    candidates = candidates / candidates.norm(dim=1, keepdim=True)
+    for column in columns.T:  # each new direction is one of the (centred) inputs
+        assert torch.isclose(candidates @ column, torch.tensor(1.0), atol=1e-5).any()
+    expected_rows = columns.T * RESAMPLE_ENCODER_SCALE * alive_norm
+    torch.testing.assert_close(sae.encoder.detach()[dead], expected_rows)
+    assert (sae.encoder_bias.detach()[dead] == 0).all()
+    assert torch.equal(sae.encoder.detach()[alive], before["encoder"][alive])
+    assert torch.equal(sae.decoder.detach()[:, alive], before["decoder"][:, alive])
+
+
+def test_resampling_draws_only_inputs_with_reconstruction_error():
+    sae = L1SAE(3, 4)
+    with torch.no_grad():  # codes are all zero, so the error of x is ||x||^2
+        sae.encoder.zero_()
+        sae.encoder_bias.zero_()
+    optimizer = torch.optim.Adam(sae.parameters())
+    inputs = torch.zeros(50, 3)
+    inputs[17] = torch.tensor([0.0, 3.0, 4.0])
+    resample_dead_features(
+        sae, optimizer, torch.ones(4, dtype=torch.bool), inputs, torch.Generator().manual_seed(0)
+    )
+    expected = torch.tensor([0.0, 0.6, 0.8])[:, None].expand(3, 4)
+    torch.testing.assert_close(sae.decoder.detach(), expected)
+
+
+def test_training_with_resampling_revives_dead_features(sparse_store):
+    config = SAEConfig(
+        expansion=4,
+        l1_coefficient=0.01,
+        lr=3e-3,
+        batch_size=128,
+        epochs=3,
+        resample_every=16,
+        resample_window=8,
+        resample_samples=512,
+    )
+    initial = build_sae("l1", sparse_store.dim, config)
+    dead_ids = [0, 3, 10, 20]
+    with torch.no_grad():
+        initial.encoder_bias[dead_ids] = -1e3
+    before = evaluate_sae(initial, sparse_store)
+    assert before["dead_fraction"] >= len(dead_ids) / initial.num_features
+    codes = torch.cat(list(feature_activations(initial, sparse_store)))
+    assert (codes[:, dead_ids] == 0).all()
+
+    sae, history = train_sae(sparse_store, config, sae=initial)
+    assert history["resampled"][0]["step"] == 16
+    assert set(dead_ids) <= set(history["resampled"][0]["features"])
+    codes = torch.cat(list(feature_activations(sae, sparse_store)))
+    assert (codes[:, dead_ids] != 0).any(dim=0).all()
+    assert (initial.encoder_bias[dead_ids] == -1e3).all()  # the caller's model is untouched
+
+
+# --------------------------------------------------------------------------- training
+
+
+@pytest.mark.parametrize(
+    ("variant", "options"),
+    [("l1", {"l1_coefficient": 0.01}), ("topk", {"k": 4})],
+)
+def test_training_reaches_low_fvu_on_sparse_data(sparse_store, variant, options):
+    config = SAEConfig(variant=variant, expansion=4, lr=3e-3, batch_size=128, epochs=15, **options)
+    sae, history = train_sae(sparse_store, config)
+    metrics = evaluate_sae(sae, sparse_store)
+    assert metrics["fvu"] < 0.2, metrics
+    assert len(history["epochs"]) == 15
+    assert history["epochs"][-1]["mse"] < history["epochs"][0]["mse"]
+    np.testing.assert_allclose(sae.decoder.detach().norm(dim=0).numpy(), 1.0, atol=1e-5)
+    if variant == "topk":
+        assert metrics["l0"] <= 4
+
+
+def test_decoder_stays_unit_norm_after_every_step(sparse_store):
+    config = SAEConfig(expansion=2, batch_size=64, epochs=1, lr=1e-2)
+    for epochs in (1, 2):
+        sae, _ = train_sae(sparse_store, dataclasses.replace(config, epochs=epochs))
+        np.testing.assert_allclose(sae.decoder.detach().norm(dim=0).numpy(), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["l1", "topk"])
+def test_training_is_reproducible(sparse_store, variant):
+    config = SAEConfig(
+        variant=variant, expansion=2, k=3, batch_size=100, epochs=2, resample_every=10
+    )
+    first, first_history = train_sae(sparse_store, config)
+    second, second_history = train_sae(sparse_store, config)
+    assert_same_state(first, second)
+    assert without_seconds(first_history) == without_seconds(second_history)
+    other, _ = train_sae(sparse_store, dataclasses.replace(config, seed=1))
+    assert not torch.equal(other.decoder, first.decoder)
+
+
+@pytest.mark.parametrize(
+    ("variant", "options"),
+    [
+        # Resampling windows that cross epoch boundaries (16 steps per epoch).
+        ("l1", {"resample_every": 12, "resample_window": 7}),
+        # A short dead window, so the auxiliary loss and its counter are in play.
+        ("topk", {"k": 2, "dead_tokens": 300}),
+    ],
+)
+def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path, sparse_store, variant, options):
+    config = SAEConfig(variant=variant, expansion=4, batch_size=128, epochs=3, lr=1e-2, **options)
+    torch.manual_seed(0)
+    initial = build_sae(variant, sparse_store.dim, config)
+    with torch.no_grad():  # dead features, so that resampling (l1) or aux (topk) acts
+        initial.encoder_bias[:6] = -1e3
+    uninterrupted, history = train_sae(sparse_store, config, sae=initial)
+    if variant == "l1":
+        assert len(history["resampled"]) >= 2, "the test should exercise resampling"
+    else:
+        assert any(epoch["aux"] > 0 for epoch in history["epochs"])
+
+    checkpoint = tmp_path / "train.safetensors"
+    one_epoch = dataclasses.replace(config, epochs=1)
+    train_sae(sparse_store, one_epoch, checkpoint=checkpoint, sae=initial)
+    assert checkpoint.exists()
+    resumed, resumed_history = train_sae(sparse_store, config, checkpoint=checkpoint, sae=initial)
+    assert_same_state(uninterrupted, resumed)
+    assert without_seconds(resumed_history) == without_seconds(history)
+    # A finished run resumes to the same model without training further.
+    again, _ = train_sae(sparse_store, config, checkpoint=checkpoint, sae=initial)
+    assert_same_state(uninterrupted, again)
+
+
+def test_resume_refuses_a_checkpoint_of_another_config(tmp_path, sparse_store):
+    config = SAEConfig(expansion=1, batch_size=256, epochs=1)
+    checkpoint = tmp_path / "train.safetensors"
+    train_sae(sparse_store, config, checkpoint=checkpoint)
+    with pytest.raises(ValueError, match="lr"):
+        train_sae(sparse_store, dataclasses.replace(config, lr=0.5), checkpoint=checkpoint)
+    train_sae(sparse_store, dataclasses.replace(config, epochs=2), checkpoint=checkpoint)
+    with pytest.raises(ValueError, match="beyond"):  # now two epochs in, one asked for
+        train_sae(sparse_store, config, checkpoint=checkpoint)
+
+
+@pytest.mark.parametrize(
+    ("options", "key"),
+    [
+        ({"variant": "nope"}, "variant"),
+        ({"expansion": 0}, "expansion"),
+        ({"l1_coefficient": -1.0}, "l1_coefficient"),
+        ({"k": 0}, "k"),
+        ({"k_aux": 0}, "k_aux"),
+        ({"aux_coef": -0.1}, "aux_coef"),
+        ({"dead_tokens": 0}, "dead_tokens"),
+        ({"init": "orthogonal"}, "init"),
+        ({"decoder_bias_init": "median"}, "decoder_bias_init"),
+        ({"init_samples": 0}, "init_samples"),
+        ({"lr": 0.0}, "lr"),
+        ({"lr": float("nan")}, "lr"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"epochs": 0}, "epochs"),
+        ({"seed": -1}, "seed"),
+        ({"resample_every": -1}, "resample_every"),
+        ({"resample_every": 5, "resample_window": 6}, "resample_window"),
+        ({"resample_window": -1}, "resample_window"),
+        ({"resample_samples": 0}, "resample_samples"),
+        ({"dead_threshold": 0.0}, "dead_threshold"),
+        ({"dead_threshold": 1.5}, "dead_threshold"),
+    ],
+)
+def test_config_validation_names_the_key(options, key):
+    with pytest.raises(ValueError, match=rf"sae\.{key} "):
+        SAEConfig(**options)
