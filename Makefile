@@ -36,6 +36,7 @@ report: $(STAMP)
 # start: not root, or a real SLURM configuration is present) and stops what it started.
 test: $(STAMP)
 	@bash tests/slurm/start-cluster.sh || echo "make: no test SLURM cluster; its test will be skipped"
+	@bash tests/install-wordnet.sh || echo "make: no WordNet; the hierarchy table regeneration test will be skipped"
 	$(BIN)/python -m pytest; status=$$?; bash tests/slurm/stop-cluster.sh; exit $$status
 
 test-fast: $(STAMP)

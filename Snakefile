@@ -18,6 +18,7 @@ scattergather:
     references=config["references"]["shards"],
     circuits=config["circuits"]["shards"],
     crops=config["crops"]["shards"],
+    activations=config["activations"]["shards"],
 
 
 include: "rules/common.smk"
@@ -27,6 +28,7 @@ include: "rules/references.smk"
 include: "rules/circuits.smk"
 include: "rules/clustering.smk"
 include: "rules/crops.smk"
+include: "rules/sae.smk"
 include: "rules/evaluation.smk"
 
 

@@ -9,6 +9,7 @@ wildcard_constraints:
     embedder=r"[A-Za-z0-9_]+",
     neuron=r"\d+",
     k=r"\d+",
+    sae=r"[A-Za-z0-9_]+",
 
 
 OUT = f"results/{config['experiment']}"
@@ -18,6 +19,10 @@ IS_DEMO_MODEL = (
 )
 WITH_JUDGE = config["data"]["name"] == "digits"
 REFERENCE_LAYERS = config["references"]["layers"] or [config["model"]["upper_layer"]]
+SAE_LAYERS = config["sae"]["layers"]
+SAE_MODELS = sorted(config["sae"]["models"])
+# The hierarchy score of neurons reads the upper layer's pooled activations.
+ACTIVATION_LAYERS = list(dict.fromkeys(SAE_LAYERS + [config["model"]["upper_layer"]]))
 
 # Cross-key checks the schema cannot express; they fail before any job starts.
 if config["circuits"]["references"] not in config["references"]["modes"]:
@@ -57,6 +62,18 @@ for _method in config["clustering"]["methods"]:
             f"clustering.methods: '{_method}' is neither pure, activation nor an embedder "
             f"in evaluation.embedders {EMBEDDERS}"
         )
+if SAE_LAYERS and not SAE_MODELS:
+    raise ValueError(f"sae.layers {SAE_LAYERS} are set but sae.models defines no SAE")
+for _name, _sae in config["sae"]["models"].items():
+    _needs = {"l1": "l1_coefficient", "topk": "k"}[_sae["variant"]]
+    if _needs not in _sae:
+        raise ValueError(
+            f"sae.models.{_name}: a {_sae['variant']} SAE needs '{_needs}'"
+        )
+if config["hierarchy"]["k"] not in config["clustering"]["k"]:
+    raise ValueError(
+        f"hierarchy.k: {config['hierarchy']['k']} is not in clustering.k {config['clustering']['k']}"
+    )
 if config["model"]["weights"] == "trained" and config["model"]["name"] != "demo_cnn":
     raise ValueError(
         f"model.weights: 'trained' is only for demo_cnn; {config['model']['name']} needs "
@@ -131,11 +148,44 @@ def cluster_vectors_input(wildcards):
 
 
 def table_paths():
+    tables = ["semantic_distances", "alignment", "purity", "units"]
+    if SAE_LAYERS:
+        tables.append("sae")
+    return expand(out("tables/{table}.{ext}"), table=tables, ext=["csv", "md", "tex"])
+
+
+def sae_files(name):
+    """One file per (SAE layer, SAE model), e.g. ``metrics.json``."""
     return expand(
-        out("tables/{table}.{ext}"),
-        table=["semantic_distances", "alignment", "purity"],
-        ext=["csv", "md", "tex"],
+        out("sae/{layer}/{sae}/{name}"), layer=SAE_LAYERS, sae=SAE_MODELS, name=name
     )
+
+
+def upper_activation_shards():
+    return gather.activations(
+        out(f"activations/{config['model']['upper_layer']}/{{scatteritem}}.safetensors")
+    )
+
+
+def hierarchy_inputs(wildcards):
+    """Everything the hierarchy score reads: pooled activations, clusters, SAEs."""
+    inputs = {
+        "samples": out("data/samples.csv"),
+        "classes": out("data/classes.json"),
+        "model": subject_model_file(),
+        "upper_activations": upper_activation_shards(),
+        "saes": sae_files("model.safetensors"),
+        "sae_activations": [
+            path
+            for layer in SAE_LAYERS
+            for path in gather.activations(
+                out(f"activations/{layer}/{{scatteritem}}.safetensors")
+            )
+        ],
+    }
+    if "pure" in config["clustering"]["methods"]:
+        inputs["clusters"] = out("clusters/pure.safetensors")
+    return inputs
 
 
 def reference_grids():
@@ -180,6 +230,8 @@ def all_targets():
     targets += table_paths()
     targets += [out("figures/semantic_distances.png"), out("figures/alignment.png")]
     targets.append(subject_model_file())
+    targets.append(out("evaluation/hierarchy.json"))
+    targets += sae_files("metrics.json")
     if IS_DEMO_MODEL:
         targets.append(out("models/subject_metrics.json"))
     if WITH_JUDGE:

@@ -75,7 +75,7 @@ rule embed_crops:
 
 rule merge_embeddings:
     input:
-        gather.crops(out("embeddings/{{embedder}}/{scatteritem}.safetensors")),
+        shards=gather.crops(out("embeddings/{{embedder}}/{scatteritem}.safetensors")),
     output:
         out("embeddings/{embedder}.safetensors"),
     log:

@@ -11,6 +11,11 @@ rule evaluate:
         embeddings=expand(out("embeddings/{embedder}.safetensors"), embedder=EMBEDDERS),
         circuits=out("circuits/circuits.safetensors"),
         samples=out("data/samples.csv"),
+        hierarchy=out("evaluation/hierarchy.json"),
+        sae_metrics=sae_files("metrics.json"),
+        sae_embeddings=sae_files(
+            f"embeddings/{config['evaluation']['reference']}.safetensors"
+        ),
     output:
         results=out("evaluation/results.json"),
         tables=[
@@ -35,6 +40,9 @@ rule evaluate:
         embedders=EMBEDDERS,
         evaluation=section("evaluation", exclude=("embedders",)),
         experiment=config["experiment"],
+        hierarchy_k=config["hierarchy"]["k"],
+        sae_layers=SAE_LAYERS,
+        sae_models=SAE_MODELS,
     script:
         "../workflow/scripts/evaluate.py"
 

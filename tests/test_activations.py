@@ -119,3 +119,42 @@ def test_direction_heatmap_of_a_channel_is_its_positions_averaged(random_demo, s
     assert torch.allclose(combined, singles, atol=1e-6 * singles.abs().max().item() + 1e-9)
     with pytest.raises(ValueError, match="channels"):
         direction_heatmaps(random_demo, images, "layer4", torch.ones(2, 5))
+
+
+@pytest.mark.parametrize(
+    "name, layers, channels",
+    [
+        ("torchvision:googlenet", ["inception4a", "inception5b"], [512, 1024]),
+        ("torchvision:resnet18", ["layer3", "layer4"], [256, 512]),
+        ("timm:resnet18", ["layer4"], [512]),
+    ],
+)
+def test_inception_and_resnet_layers_give_one_vector_per_image(name, layers, channels):
+    from monoscope.data import InMemoryDataset
+    from monoscope.models import ModelConfig, load_model
+
+    torch.manual_seed(0)
+    model = load_model(ModelConfig(name, "random"))
+    images = torch.rand(3, 3, 64, 64)
+    dataset = InMemoryDataset(images, torch.arange(3))
+    collected = collect_activations(
+        model, dataset, layers, ActivationConfig(batch_size=2), np.ones(3, dtype=bool)
+    )
+    for layer, width in zip(layers, channels, strict=True):
+        assert collected[layer]["activations"].shape == (3, width)
+    # inception5b's output is the concatenation of its four branches, as the seed uses.
+    if name.endswith("googlenet"):
+        block = model.net.inception5b
+        with torch.no_grad():
+            x = model.net.inception5a(torch.zeros(1, 832, 2, 2))
+            parts = [block.branch1(x), block.branch2(x), block.branch3(x), block.branch4(x)]
+            assert torch.equal(block(x), torch.cat(parts, dim=1))
+
+
+def test_embedding_no_crops_gives_an_empty_tensor_of_the_embedding_width():
+    from monoscope.embedders import Embedder, embed_images
+
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 5))
+    embedder = Embedder("toy", net, net, 8, (0.5, 0.5, 0.5), (0.2, 0.2, 0.2))
+    empty = embed_images(embedder, torch.zeros(0, 4, 3, 8, 8, dtype=torch.uint8))
+    assert empty.shape == (0, 4, 5)

@@ -461,6 +461,19 @@ def test_resume_refuses_a_checkpoint_of_another_config(tmp_path, sparse_store):
         train_sae(sparse_store, config, checkpoint=checkpoint)
 
 
+def test_checkpoint_resumable_says_what_train_sae_would_accept(tmp_path, sparse_store):
+    from monoscope.sae import checkpoint_resumable
+
+    config = SAEConfig(expansion=1, batch_size=256, epochs=1)
+    checkpoint = tmp_path / "train.safetensors"
+    assert not checkpoint_resumable(checkpoint, config)  # none yet
+    train_sae(sparse_store, config, checkpoint=checkpoint)
+    assert checkpoint_resumable(checkpoint, config)
+    assert checkpoint_resumable(checkpoint, dataclasses.replace(config, epochs=3))
+    assert not checkpoint_resumable(checkpoint, dataclasses.replace(config, lr=0.5))
+    assert not checkpoint_resumable(checkpoint, dataclasses.replace(config, epochs=0 + 1, seed=4))
+
+
 @pytest.mark.parametrize(
     ("options", "key"),
     [

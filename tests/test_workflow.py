@@ -42,6 +42,15 @@ def tiny_run(repo, tmp_path_factory):
     return workdir
 
 
+SAE_FILES = (
+    "model.safetensors",
+    "training.json",
+    "references.safetensors",
+    "metrics.json",
+    "embeddings/judge.safetensors",
+)
+
+
 def test_outputs_are_complete(tiny_run):
     from monoscope.references import load_references
 
@@ -66,9 +75,11 @@ def test_outputs_are_complete(tiny_run):
         "evaluation/results.json",
         "figures/semantic_distances.png",
         "figures/alignment.png",
+        "evaluation/hierarchy.json",
+        *[f"sae/layer4/{name}/{f}" for name in ("l1", "topk") for f in SAE_FILES],
         *[
             f"tables/{t}.{e}"
-            for t in ("semantic_distances", "alignment", "purity")
+            for t in ("semantic_distances", "alignment", "purity", "units", "sae")
             for e in ("csv", "md", "tex")
         ],
     ):
@@ -120,6 +131,57 @@ def test_tables_report_every_method_and_the_ground_truth(tiny_run):
     assert alignment.loc["judge", "pearson"].startswith("1.000")
     assert {"circuits (PURE)", "activations"} <= set(alignment.index)
     assert "\\toprule" in (tables / "purity.tex").read_text()
+
+
+def test_sae_features_join_neurons_and_virtual_neurons_in_the_tables(tiny_run):
+    import json
+
+    import pandas as pd
+
+    from monoscope.activations import ActivationStore
+    from monoscope.io import load_tensors
+    from monoscope.references import load_references
+    from monoscope.sae import evaluate_sae, load_sae
+
+    out = tiny_run / "results" / "tiny"
+    units = pd.read_csv(out / "tables" / "units.csv", index_col=0)
+    assert list(units.index) == [
+        "neurons (layer4)",
+        "pure k=2",
+        "activation k=2",
+        "judge k=2",
+        "sae:l1 (layer4)",
+        "sae:topk (layer4)",
+    ]
+    assert list(units.columns) == [
+        "count",
+        "purity",
+        "within-unit judge distance",
+        "hierarchy score",
+    ]
+    for row in ("neurons (layer4)", "pure k=2", "sae:l1 (layer4)", "sae:topk (layer4)"):
+        assert units.loc[row, "hierarchy score"] != "–", row
+    sae_table = pd.read_csv(out / "tables" / "sae.csv", index_col=0)
+    assert {"L0", "dead fraction", "FVU", "spliced accuracy"} <= set(sae_table.columns)
+    # The table's numbers are the SAE's own, recomputed from the stored activations.
+    shards = sorted((out / "activations" / "layer4").glob("*.safetensors"))
+    assert [p.name for p in shards] == ["1-of-2.safetensors", "2-of-2.safetensors"]
+    sae = load_sae(out / "sae" / "layer4" / "topk" / "model.safetensors")
+    metrics = evaluate_sae(sae, ActivationStore(shards, "test"))
+    assert sae_table.loc["topk (layer4)", "L0"] == pytest.approx(metrics["l0"], rel=1e-3)
+    assert sae_table.loc["topk (layer4)", "L0"] <= 3  # TopK keeps k = 3
+    assert sae_table.loc["topk (layer4)", "FVU"] == pytest.approx(metrics["fvu"], rel=1e-3)
+    # Alive features only get references, crops and embeddings, in feature order.
+    recorded = json.loads((out / "sae" / "layer4" / "topk" / "metrics.json").read_text())
+    embedded, _ = load_tensors(out / "sae" / "layer4" / "topk" / "embeddings" / "judge.safetensors")
+    assert embedded["channels"].tolist() == recorded["units"]
+    references, _ = load_references(out / "sae" / "layer4" / "topk" / "references.safetensors")
+    top = references[("sae", "layer4")]
+    assert torch.equal(embedded["sample_ids"], top.sample_ids[recorded["units"]])
+    hierarchy = json.loads((out / "evaluation" / "hierarchy.json").read_text())
+    kinds = [unit["kind"] for unit in hierarchy["units"]]
+    assert kinds == ["neurons", "pure", "sae:l1", "sae:topk"]
+    assert len(hierarchy["units"][1]["scores"]) == 8 * 2  # every virtual neuron at k = 2
 
 
 def test_sharded_workflow_equals_unsharded_library_call(tiny_run):
@@ -174,6 +236,13 @@ def test_changing_references_n_reruns_only_the_reference_rules(tiny_run):
         "plot_crops": 2,
         "embed_crops": 2,
         "merge_embeddings": 1,
+        # SAE features get new top-n references, crops and embeddings; the SAEs and the
+        # activations they were trained on stay.
+        "sae_units": 2,
+        "render_sae_crops": 4,
+        "embed_sae_crops": 4,
+        "merge_sae_embeddings": 2,
+        "score_hierarchy": 1,  # the virtual neurons changed with the circuits
         "evaluate": 1,
         "plot_evaluation": 1,
     }
@@ -191,6 +260,7 @@ def test_changing_k_reruns_clustering_but_not_circuits(tiny_run):
         "cluster_units": 3,
         "plot_virtual_neurons": 6,
         "plot_circuit_umaps": 1,
+        "score_hierarchy": 1,  # scores the virtual neurons of the new clustering
         "evaluate": 1,
         "plot_evaluation": 1,
     }
@@ -253,6 +323,7 @@ def pretrained_setup(repo, tmp_path_factory):
         },
         "evaluation": {"embedders": ["dino"], "reference": "dino", "alignment": {"subsets": 2}},
         "figures": {"neurons": [511], "k": 3, "thumbnails": 2},
+        "sae": {"layers": []},
     }
     (workdir / "pretrained.yaml").write_text(yaml.safe_dump(config))
     return workdir, config
@@ -321,8 +392,13 @@ def test_paper_configs_dry_run(repo, tmp_path):
         output = result.stdout + result.stderr
         assert result.returncode == 0, experiment.name + output[-3000:]
         counts = job_counts(output)
-        assert counts["embed_crops"] == 2 * config["crops"]["shards"], experiment.name
-        assert counts["cluster_units"] == 4 and counts["evaluate"] == 1, experiment.name
+        embedders = len(config["evaluation"]["embedders"])
+        assert counts["embed_crops"] == embedders * config["crops"]["shards"], experiment.name
+        methods = len(config["clustering"]["methods"])
+        assert counts["cluster_units"] == methods and counts["evaluate"] == 1, experiment.name
+        saes = len(config["sae"]["layers"]) * len(config["sae"].get("models", {}))
+        assert counts.get("train_sae", 0) == saes, experiment.name
+        assert counts["score_hierarchy"] == 1, experiment.name
 
 
 def test_paper_config_embedder_fails_clearly_without_weights(repo, tmp_path):

@@ -19,7 +19,7 @@ from monoscope.circuits import load_circuits
 from monoscope.data import read_sample_table
 from monoscope.io import load_tensors
 from monoscope.metrics import alignment as alignment_scores
-from monoscope.metrics import distance_summary, purity_summary
+from monoscope.metrics import distance_summary, mean_and_standard_error, purity_summary
 from monoscope.tables import format_mean_se, write_table
 
 
@@ -175,6 +175,140 @@ def write_pure_tables(results: dict, folder: str | Path, experiment: str) -> lis
         "neurons of each method and k).",
         label="tab:purity",
     )
+    return written
+
+
+def evaluate_units(
+    clusters: Mapping[str, str | Path],
+    reference_embeddings: str | Path,
+    circuits: str | Path,
+    samples: str | Path,
+    k: int,
+    hierarchy: dict,
+    saes: Sequence[dict],
+) -> list[dict]:
+    """One row per kind of unit: neurons, virtual neurons of every clustering method at
+    ``k``, and the alive features of every SAE, scored alike.
+
+    Columns: the number of units, ground-truth purity and the mean distance between the
+    reference embeddings of a unit's references (within-unit distance), and the
+    hierarchy score where ``hierarchy`` (the ``score_hierarchy`` record) has it; each as
+    mean and standard error over units. ``saes`` holds, per SAE, its ``name``, ``layer``
+    and the paths of its ``references``, ``embeddings`` (reference embedder) and
+    ``metrics``.
+    """
+    circuit_data, _ = load_circuits(circuits)
+    labels = reference_labels(samples, circuit_data.sample_ids)
+    vectors = load_tensors(reference_embeddings)[0]["embeddings"].numpy()
+    scores = {
+        (unit["kind"], unit["layer"]): np.asarray(unit["scores"], dtype=np.float64)
+        for unit in hierarchy["units"]
+    }
+    upper = next(unit["layer"] for unit in hierarchy["units"] if unit["kind"] == "neurons")
+
+    def row(name, kind, layer, count, purity, distance):
+        hierarchy_values = scores.get((kind, layer))
+        return {
+            "units": name,
+            "count": count,
+            "purity": list(purity[:2]),
+            "distance": list(distance),
+            "hierarchy": (
+                list(mean_and_standard_error(hierarchy_values))
+                if hierarchy_values is not None
+                else [None, None]
+            ),
+        }
+
+    flat = np.zeros(labels.shape, dtype=np.int64)
+    rows = [
+        row(
+            f"neurons ({upper})",
+            "neurons",
+            upper,
+            len(labels),
+            purity_summary(labels, None),
+            distance_summary(vectors, flat)["random"],
+        )
+    ]
+    for method, path in clusters.items():
+        assignment = load_tensors(path)[0][f"k{k}/labels"].numpy()
+        purity = purity_summary(labels, assignment)
+        rows.append(
+            row(
+                f"{method} k={k}",
+                method,
+                upper,
+                purity[2],
+                purity,
+                distance_summary(vectors, assignment)["intra"],
+            )
+        )
+    for sae in saes:
+        tensors, _ = load_tensors(sae["embeddings"])
+        name, kind = f"sae:{sae['name']} ({sae['layer']})", f"sae:{sae['name']}"
+        if len(tensors["sample_ids"]) == 0:  # no feature ever fired: nothing to score
+            rows.append(row(name, kind, sae["layer"], 0, [None, None], [None, None]))
+            continue
+        sae_labels = reference_labels(samples, tensors["sample_ids"])
+        distance = distance_summary(tensors["embeddings"].numpy(), np.zeros(sae_labels.shape))
+        purity = purity_summary(sae_labels, None)
+        rows.append(row(name, kind, sae["layer"], len(sae_labels), purity, distance["random"]))
+    return rows
+
+
+def write_unit_tables(
+    rows: Sequence[dict], sae_metrics: Sequence[dict], folder, experiment: str, reference: str
+) -> list[Path]:
+    """The units table and, when there are SAEs, the SAE table (CSV, Markdown, LaTeX)."""
+    folder = Path(folder)
+    frame = pd.DataFrame(
+        {
+            "count": {row["units"]: row["count"] for row in rows},
+            "purity": {row["units"]: format_mean_se(*row["purity"]) for row in rows},
+            f"within-unit {reference} distance": {
+                row["units"]: format_mean_se(*row["distance"]) for row in rows
+            },
+            "hierarchy score": {row["units"]: format_mean_se(*row["hierarchy"]) for row in rows},
+        }
+    )
+    frame.index.name = "units"
+    written = write_table(
+        frame,
+        folder / "units",
+        f"{experiment}: every kind of unit scored alike. Purity: share of a unit's references "
+        f"with its most common label; within-unit distance: mean distance between the {reference} "
+        "embeddings of its cropped references; hierarchy score: f^T D f / |f|^2 of its mean "
+        "activation per class (lower is more monosemantic). Mean and standard error over units.",
+        label="tab:units",
+    )
+    if sae_metrics:
+        columns = {
+            "features": "features",
+            "alive units": "alive",
+            "L0": "l0",
+            "dead fraction": "dead_fraction",
+            "dense fraction": "dense_fraction",
+            "FVU": "fvu",
+            "accuracy": "accuracy",
+            "spliced accuracy": "spliced_accuracy",
+        }
+        frame = pd.DataFrame(
+            {
+                title: {f"{m['name']} ({m['layer']})": m[key] for m in sae_metrics}
+                for title, key in columns.items()
+            }
+        )
+        frame.index.name = "SAE"
+        written += write_table(
+            frame,
+            folder / "sae",
+            f"{experiment}: sparse autoencoders on pooled activations, on the test split: mean "
+            "number of active features (L0), features that never fire (dead) or fire on more "
+            "than 10% of samples (dense), fraction of variance unexplained (FVU), and the "
+            "model's accuracy as is and with the reconstruction spliced in.",
+            label="tab:sae",
+        )
     return written
 
 

@@ -12,7 +12,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,18 +93,20 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def merge_channel_shards(
-    parts: list[Mapping[str, torch.Tensor]], what: str
+    parts: list[Mapping[str, torch.Tensor]], what: str, expected: Sequence[int] | None = None
 ) -> dict[str, torch.Tensor]:
     """Concatenate neuron-range shards along their first dimension, in channel order.
 
-    Every part holds a ``channels`` entry; together they must cover ``0..C-1`` exactly
-    once, otherwise a shard is missing or stale and ``what`` names the stage to rerun.
+    Every part holds a ``channels`` entry; together they must cover ``expected`` (by
+    default ``0..C-1``; SAE shards cover the alive features) exactly once, otherwise a
+    shard is missing or stale and ``what`` names the stage to rerun.
     """
     if not parts:
         raise ValueError(f"no {what} shards to merge")
     merged = {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
     order = torch.argsort(merged["channels"])
     merged = {key: value[order] for key, value in merged.items()}
-    if not torch.equal(merged["channels"], torch.arange(len(order))):
+    wanted = torch.arange(len(order)) if expected is None else torch.tensor(sorted(expected))
+    if not torch.equal(merged["channels"], wanted.to(merged["channels"].dtype)):
         raise ValueError(f"{what} shards do not cover every upper channel exactly once; rerun them")
     return merged

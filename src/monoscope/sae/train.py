@@ -316,6 +316,26 @@ def _config_record(config: SAEConfig) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
+def checkpoint_resumable(path: str | os.PathLike, config: SAEConfig) -> bool:
+    """Whether the checkpoint at ``path`` exists and ``train_sae`` can resume it with ``config``.
+
+    A workflow reruns training when the SAE's options change; a checkpoint of an
+    interrupted run with other options is then stale, and the caller should delete it.
+    """
+    if not Path(path).exists():
+        return False
+    _, metadata = load_tensors(path)
+    if "config" not in metadata or metadata.get("version") != CHECKPOINT_VERSION:
+        return False
+    saved, current = metadata["config"], _config_record(config)
+    same = all(
+        saved.get(key) == current.get(key)
+        for key in set(saved) | set(current)
+        if key not in RESUMABLE_CHANGES
+    )
+    return same and metadata["epoch"] <= config.epochs
+
+
 def save_checkpoint(
     path: str | os.PathLike,
     sae: SparseAutoencoder,

@@ -1,0 +1,33 @@
+"""Relevance-cropped references of one range of an SAE's alive features."""
+
+import torch
+
+from monoscope.config import from_mapping
+from monoscope.crops import CropConfig, render_direction_crops, save_crops
+from monoscope.data import DataConfig, open_dataset, parse_scatteritem, shard_positions
+from monoscope.device import resolve_device
+from monoscope.logs import setup_logging
+from monoscope.models import ModelConfig, load_model
+from monoscope.references import load_references
+from monoscope.sae import load_sae
+
+setup_logging(snakemake.log[0])
+torch.set_num_threads(snakemake.threads)
+params = snakemake.params
+device = resolve_device(params.device)
+layer = snakemake.wildcards.layer
+references, metadata = load_references(snakemake.input.references)
+units = metadata["units"]
+shard, shards = parse_scatteritem(snakemake.wildcards.scatteritem)
+chosen = [units[i] for i in shard_positions(len(units), shard, shards)]
+crops = render_direction_crops(
+    load_model(from_mapping(ModelConfig, params.model), device),
+    open_dataset(from_mapping(DataConfig, params.data), snakemake.input.samples),
+    references[("sae", layer)].sample_ids,
+    layer,
+    load_sae(snakemake.input.sae).encoder.detach(),
+    chosen,
+    from_mapping(CropConfig, params.crops),
+    device,
+)
+save_crops(snakemake.output[0], crops, {"layer": layer, "shard": shard, "shards": shards})

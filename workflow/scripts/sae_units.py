@@ -1,0 +1,43 @@
+"""SAE features as units: their top-N references over the whole data set, and the
+SAE's metrics (L0, dead and dense fractions, FVU on the test split; the model's
+accuracy with the SAE spliced in)."""
+
+import torch
+
+from monoscope.activations import ActivationStore
+from monoscope.config import from_mapping
+from monoscope.data import DataConfig, open_dataset
+from monoscope.device import resolve_device
+from monoscope.io import write_json
+from monoscope.logs import setup_logging
+from monoscope.models import ModelConfig, load_model
+from monoscope.references import save_references
+from monoscope.sae import evaluate_sae, feature_activations, load_sae
+from monoscope.units import sae_references, spliced_accuracy
+
+setup_logging(snakemake.log[0])
+torch.set_num_threads(snakemake.threads)
+params = snakemake.params
+device = resolve_device(params.device)
+layer = snakemake.wildcards.layer
+sae = load_sae(snakemake.input.sae).to(device).eval()
+paths = snakemake.input.activations
+metrics = evaluate_sae(sae, ActivationStore(paths, split="test"), params.batch_size)
+everything = ActivationStore(paths, split="all")
+fired = torch.zeros(sae.num_features, dtype=torch.bool)
+for codes in feature_activations(sae, everything, params.batch_size):
+    fired |= (codes > 0).any(dim=0).cpu()
+units = torch.nonzero(fired).flatten().tolist()  # dead features have no references
+if params.max_units:
+    units = units[: params.max_units]
+top = sae_references(sae, everything, params.n, params.batch_size)
+model = load_model(from_mapping(ModelConfig, params.model), device)
+test_set = open_dataset(from_mapping(DataConfig, params.data), snakemake.input.samples, "test")
+metrics |= spliced_accuracy(model, test_set, layer, sae, params.pooling, device)
+metrics |= {"units": units, "alive": len(units), "features": sae.num_features, "layer": layer}
+save_references(
+    snakemake.output.references,
+    {("sae", layer): top},
+    metadata={"units": units, "sae": snakemake.wildcards.sae, "n": params.n},
+)
+write_json(snakemake.output.metrics, metrics)

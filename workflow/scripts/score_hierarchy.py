@@ -1,0 +1,69 @@
+"""The hierarchy score f^T D f / |f|^2 of neurons, PURE virtual neurons and SAE features,
+from their mean activation per class over the test split."""
+
+from pathlib import Path
+
+import torch
+
+from monoscope.activations import ActivationStore
+from monoscope.config import from_mapping
+from monoscope.data import DataConfig, open_dataset
+from monoscope.device import resolve_device
+from monoscope.hierarchy import hierarchy_score, load_distances
+from monoscope.io import load_tensors, read_json, write_json
+from monoscope.logs import setup_logging
+from monoscope.models import ModelConfig, load_model
+from monoscope.sae import load_sae
+from monoscope.units import neuron_class_means, sae_class_means, virtual_neuron_class_means
+from monoscope.virtual_neurons import VirtualNeurons
+
+setup_logging(snakemake.log[0])
+torch.set_num_threads(snakemake.threads)
+params, inputs = snakemake.params, snakemake.input
+device = resolve_device(params.device)
+options = params.hierarchy
+classes = read_json(inputs.classes)
+spec = {"kind": options["kind"]}
+if options["kind"] == "tree":
+    spec["parents"] = options["parents"]
+distances = load_distances(spec, classes)
+limit = options["max_samples"] or None
+
+
+def store_of(paths):
+    return ActivationStore(paths, split="test", limit=limit)
+
+
+def scored(kind, means, extra=None):
+    scores = hierarchy_score(means, distances)
+    return {"kind": kind, "scores": [None if s != s else float(s) for s in scores], **(extra or {})}
+
+
+upper = store_of(inputs.upper_activations)
+units = [scored("neurons", neuron_class_means(upper, len(classes)), {"layer": params.upper})]
+if "clusters" in inputs.keys():
+    k = options["k"]
+    clusters, _ = load_tensors(inputs.clusters)
+    model = load_model(from_mapping(ModelConfig, params.model), device)
+    virtual = VirtualNeurons(
+        model,
+        params.lower,
+        params.upper,
+        clusters[f"k{k}/centroids"],
+        params.circuits["method"],
+        params.circuits["batch_rows"],
+    )
+    dataset = open_dataset(from_mapping(DataConfig, params.data), inputs.samples, "test")
+    means = virtual_neuron_class_means(virtual, dataset, upper, len(classes))
+    units.append(scored("pure", means, {"layer": params.upper, "k": k}))
+# inputs.saes is layer-major over (sae.layers x sae.models), as common.smk expands it.
+pairs = [(layer, name) for layer in params.sae_layers for name in params.sae_models]
+for (layer, name), path in zip(pairs, inputs.saes, strict=True):
+    shards = [shard for shard in inputs.sae_activations if Path(shard).parent.name == layer]
+    sae = load_sae(path).to(device).eval()
+    means = sae_class_means(sae, store_of(shards), len(classes))
+    units.append(scored(f"sae:{name}", means, {"layer": layer}))
+write_json(
+    snakemake.output[0],
+    {"distances": options["kind"], "samples": upper.num_samples, "units": units},
+)
