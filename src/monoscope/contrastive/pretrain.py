@@ -1,0 +1,470 @@
+"""Contrastive pretraining (SimCLR or NCL), resumable from a safetensors checkpoint.
+
+One step: a batch of images in ``[0, 1]`` -> two SimCLR views -> normalise -> backbone
+-> projector -> non-negative map -> InfoNCE. Both views go through the network in one
+forward pass, so batch norm sees all ``2B`` images.
+
+Reproducibility and resumption: the model is initialised from ``seed`` alone, and every
+epoch draws its batch order and its augmentations from two generators seeded from
+``(seed, epoch)``. The state at an epoch boundary is therefore just the model, the
+optimizer, the step counter and the history: a run resumed from a checkpoint continues
+with exactly the numbers an uninterrupted run would have used, and ends with the same
+weights (bit for bit on CPU).
+
+Checkpoints are written atomically after every epoch (:func:`monoscope.io.save_tensors`):
+tensors ``model/<name>`` and ``optimizer/<param index>/<state name>``; the config,
+epoch, step, history and the optimizer's parameter groups go in the JSON metadata.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from monoscope.contrastive.augment import AugmentConfig, two_views
+from monoscope.contrastive.losses import info_nce
+from monoscope.contrastive.models import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    NONNEG_MAPS,
+    ContrastiveModel,
+    build_contrastive_model,
+)
+from monoscope.io import load_tensors, save_tensors
+from monoscope.logs import progress_kwargs
+
+log = logging.getLogger(__name__)
+
+METHODS = ("simclr", "ncl")
+OPTIMIZERS = ("sgd", "adam")
+DEFAULT_NONNEG = {"simclr": "none", "ncl": "relu_gelu_grad"}
+CHECKPOINT_KIND = "contrastive_pretrain_checkpoint"
+PRETRAINED_KIND = "contrastive_pretrained_model"
+
+# Config keys that do not change the numbers, so a resume may change them.
+_RESUME_INSENSITIVE = {"num_workers"}
+
+# Stream ids that keep the per-epoch generators of shuffling and augmentation apart.
+_SHUFFLE_STREAM, _AUGMENT_STREAM = 0, 1
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Options of contrastive pretraining.
+
+    Parameters
+    ----------
+    method : ``simclr`` (no non-negative map) or ``ncl`` (non-negative contrastive).
+    nonneg : the non-negative map, one of ``none``, ``relu``, ``relu_gelu_grad``;
+        ``None`` picks the method's default (``none`` for SimCLR, ``relu_gelu_grad``
+        for NCL, as on CIFAR in the paper). SimCLR requires ``none`` and NCL a
+        non-negative map.
+    temperature : InfoNCE temperature.
+    epochs, batch_size : length of training; the last incomplete batch of an epoch
+        is dropped (a batch of one would break batch norm and has no negatives).
+    lr, optimizer, momentum, weight_decay : ``sgd`` (with momentum) or ``adam``. NCL
+        trains with LARS at lr 0.4 and weight decay 1e-4 for batch 256; plain SGD with
+        momentum at those values is the LARS-free stand-in used here.
+    warmup_epochs : linear warm-up of the learning rate before the cosine decay to 0.
+    projector_hidden_dim, projector_out_dim, projector_bn : the projection head.
+    cifar_stem : 3x3 stride-1 first convolution and no max pool (small images).
+    mean, std : input normalisation statistics (CIFAR-10's by default).
+    augment : the SimCLR view distribution; ``augment.crop_size`` is the training
+        resolution.
+    num_workers : DataLoader worker processes (batch order does not depend on it).
+    seed : seeds initialisation, batch order and augmentation.
+    """
+
+    method: str = "ncl"
+    nonneg: str | None = None
+    temperature: float = 0.2
+    epochs: int = 200
+    batch_size: int = 256
+    lr: float = 0.4
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 10
+    projector_hidden_dim: int = 2048
+    projector_out_dim: int = 256
+    projector_bn: bool = True
+    cifar_stem: bool = True
+    mean: tuple[float, ...] = CIFAR10_MEAN
+    std: tuple[float, ...] = CIFAR10_STD
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    num_workers: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"pretrain.method must be one of {METHODS}, got '{self.method}'")
+        if self.nonneg is None:
+            # Frozen dataclass: the resolved default is stored so that a saved config
+            # says which map was used.
+            object.__setattr__(self, "nonneg", DEFAULT_NONNEG[self.method])
+        if self.nonneg not in NONNEG_MAPS:
+            raise ValueError(f"pretrain.nonneg must be one of {NONNEG_MAPS}, got '{self.nonneg}'")
+        if self.method == "simclr" and self.nonneg != "none":
+            raise ValueError(
+                f"pretrain.nonneg must be 'none' for method 'simclr', got '{self.nonneg}' "
+                "(a non-negative map makes it NCL: set method: ncl)"
+            )
+        if self.method == "ncl" and self.nonneg == "none":
+            raise ValueError("pretrain.nonneg must be 'relu' or 'relu_gelu_grad' for method 'ncl'")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"pretrain.optimizer must be one of {OPTIMIZERS}, got '{self.optimizer}'"
+            )
+        if self.temperature <= 0:
+            raise ValueError(f"pretrain.temperature must be positive, got {self.temperature}")
+        for key in ("epochs", "batch_size", "projector_hidden_dim", "projector_out_dim"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"pretrain.{key} must be positive, got {getattr(self, key)}")
+        if self.batch_size < 2:
+            raise ValueError("pretrain.batch_size must be at least 2 (InfoNCE needs negatives)")
+        if self.lr <= 0:
+            raise ValueError(f"pretrain.lr must be positive, got {self.lr}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"pretrain.momentum must be in [0, 1), got {self.momentum}")
+        if self.weight_decay < 0:
+            raise ValueError(f"pretrain.weight_decay must be non-negative, got {self.weight_decay}")
+        if self.warmup_epochs < 0:
+            raise ValueError(f"pretrain.warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        if self.num_workers < 0:
+            raise ValueError(f"pretrain.num_workers must be >= 0, got {self.num_workers}")
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError("pretrain.mean and pretrain.std need 3 values each, std positive")
+        if isinstance(self.augment, dict):  # e.g. read from YAML or from a checkpoint
+            object.__setattr__(self, "augment", AugmentConfig(**self.augment))
+        if not isinstance(self.augment, AugmentConfig):
+            raise ValueError("pretrain.augment must be an AugmentConfig or a mapping of its fields")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready record of every field (nested ``augment`` as a dict)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> PretrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error naming them."""
+        unknown = set(record) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown pretrain config keys: {sorted(unknown)}")
+        return cls(**record)
+
+
+def build_model(config: PretrainConfig) -> ContrastiveModel:
+    """The (randomly initialised) network that ``config`` trains."""
+    return build_contrastive_model(
+        nonneg=config.nonneg,
+        cifar_stem=config.cifar_stem,
+        hidden_dim=config.projector_hidden_dim,
+        out_dim=config.projector_out_dim,
+        projector_bn=config.projector_bn,
+        mean=config.mean,
+        std=config.std,
+    )
+
+
+def make_optimizer(model: torch.nn.Module, config: PretrainConfig) -> torch.optim.Optimizer:
+    """SGD with momentum or Adam over all parameters, with ``config``'s weight decay."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(),
+            lr=config.lr,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+        )
+    return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+def warmup_cosine_lr(step: int, base_lr: float, warmup_steps: int, total_steps: int) -> float:
+    """Learning rate at ``step`` (0-based): linear warm-up, then cosine decay to 0.
+
+    Parameters
+    ----------
+    step : int
+        Optimisation step about to be taken.
+    base_lr : float
+        Peak learning rate.
+    warmup_steps, total_steps : int
+        Length of the warm-up and of the whole schedule.
+
+    Returns
+    -------
+    float
+    """
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    decay_steps = max(total_steps - warmup_steps, 1)
+    progress = min((step - warmup_steps) / decay_steps, 1.0)
+    return base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
+    """A CPU generator determined by ``(seed, epoch, stream)`` alone.
+
+    ``SeedSequence`` mixes the three numbers, so neighbouring seeds or epochs do not
+    give correlated streams.
+    """
+    state = np.random.SeedSequence([seed, epoch, stream]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: ContrastiveModel,
+    optimizer: torch.optim.Optimizer,
+    config: PretrainConfig,
+    epoch: int,
+    step: int,
+    history: list[dict[str, Any]],
+) -> None:
+    """Write the training state after ``epoch`` completed epochs (atomically).
+
+    Parameters
+    ----------
+    path : path-like
+        Destination ``.safetensors`` file.
+    model, optimizer : the state to save.
+    config : PretrainConfig
+        Stored so that a resume with a different config is refused.
+    epoch, step : int
+        Completed epochs and optimisation steps.
+    history : list of dict
+        Per-epoch records so far.
+    """
+    tensors = {f"model/{name}": value for name, value in model.state_dict().items()}
+    state = optimizer.state_dict()
+    for index, slots in state["state"].items():
+        for name, value in slots.items():
+            # Every optimizer state we use is a tensor (SGD's momentum buffer; Adam's
+            # moments and step); anything else would be lost silently, so refuse it.
+            if not torch.is_tensor(value):
+                raise TypeError(f"optimizer state {name!r} is not a tensor; cannot checkpoint it")
+            tensors[f"optimizer/{index}/{name}"] = value
+    metadata = {
+        "kind": CHECKPOINT_KIND,
+        "config": config.to_dict(),
+        "epoch": epoch,
+        "step": step,
+        "history": history,
+        "optimizer_param_groups": state["param_groups"],
+    }
+    save_tensors(path, tensors, metadata)
+
+
+def _split_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {key[len(prefix) :]: value for key, value in tensors.items() if key.startswith(prefix)}
+
+
+def _check_same_config(path: Path, saved: dict[str, Any], config: PretrainConfig) -> None:
+    current = config.to_dict()
+    keys = (current.keys() | saved.keys()) - _RESUME_INSENSITIVE
+    differing = sorted(key for key in keys if current.get(key) != saved.get(key))
+    if differing:
+        raise ValueError(
+            f"checkpoint {path} was written by a run with a different config "
+            f"(keys {differing}); resume with the same config or delete the checkpoint"
+        )
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    model: ContrastiveModel,
+    optimizer: torch.optim.Optimizer,
+    config: PretrainConfig,
+) -> tuple[int, int, list[dict[str, Any]]]:
+    """Restore ``model`` and ``optimizer`` in place from a checkpoint of the same config.
+
+    Returns
+    -------
+    tuple
+        ``(completed epochs, completed steps, history)``.
+    """
+    path = Path(path)
+    tensors, metadata = load_tensors(path)
+    if metadata.get("kind") != CHECKPOINT_KIND:
+        raise ValueError(f"{path} is not a contrastive pretraining checkpoint")
+    _check_same_config(path, metadata["config"], config)
+    model.load_state_dict(_split_prefix(tensors, "model/"))
+    slots: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in _split_prefix(tensors, "optimizer/").items():
+        index, name = key.split("/", 1)
+        slots.setdefault(int(index), {})[name] = value
+    groups = []
+    for group in metadata["optimizer_param_groups"]:
+        # JSON turned tuples (Adam's betas) into lists; the optimizer expects tuples.
+        restored = {
+            k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in group.items()
+        }
+        groups.append(restored)
+    optimizer.load_state_dict({"state": slots, "param_groups": groups})
+    return int(metadata["epoch"]), int(metadata["step"]), list(metadata["history"])
+
+
+def save_pretrained(
+    path: str | os.PathLike,
+    model: ContrastiveModel,
+    config: PretrainConfig,
+    history: list[dict[str, Any]] | None = None,
+) -> None:
+    """Write a trained model's weights with the config that rebuilds it."""
+    tensors = {f"model/{name}": value for name, value in model.state_dict().items()}
+    metadata = {"kind": PRETRAINED_KIND, "config": config.to_dict(), "history": history or []}
+    save_tensors(path, tensors, metadata)
+
+
+def load_pretrained(
+    path: str | os.PathLike, device: torch.device | str = "cpu"
+) -> tuple[ContrastiveModel, PretrainConfig, list[dict[str, Any]]]:
+    """Rebuild a model from :func:`save_pretrained`'s file or a training checkpoint.
+
+    Returns
+    -------
+    tuple
+        ``(model in eval mode, config, history)``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"pretrained contrastive model not found: {path} (written by pretrain / save_pretrained)"
+        )
+    tensors, metadata = load_tensors(path)
+    if metadata.get("kind") not in (PRETRAINED_KIND, CHECKPOINT_KIND):
+        raise ValueError(f"{path} holds no contrastive model (kind {metadata.get('kind')!r})")
+    config = PretrainConfig.from_dict(metadata["config"])
+    model = build_model(config)
+    model.load_state_dict(_split_prefix(tensors, "model/"))
+    return model.to(device).eval(), config, list(metadata.get("history", []))
+
+
+# --------------------------------------------------------------------------- training
+
+
+def pretrain(
+    dataset: Dataset,
+    config: PretrainConfig,
+    device: torch.device | str = "cpu",
+    checkpoint: str | os.PathLike | None = None,
+) -> tuple[ContrastiveModel, list[dict[str, Any]]]:
+    """Train a contrastive model on ``dataset`` (labels are ignored).
+
+    Parameters
+    ----------
+    dataset : torch.utils.data.Dataset
+        Yields ``(image, label, sample_id)`` with images ``[3, H, W]`` in ``[0, 1]``.
+    config : PretrainConfig
+        What to train, and how.
+    device : torch.device or str
+        Where to train.
+    checkpoint : path-like, optional
+        Training state file. When it exists training resumes from it (its config must
+        equal ``config``); it is rewritten after every epoch.
+
+    Returns
+    -------
+    tuple
+        The model (eval mode, on ``device``) and the history: one record per epoch
+        with ``epoch``, ``loss`` (mean over the epoch's steps), ``lr`` (at the last
+        step) and ``seconds``.
+    """
+    device = torch.device(device)
+    steps_per_epoch = len(dataset) // config.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"data set has {len(dataset)} samples, fewer than pretrain.batch_size "
+            f"({config.batch_size}); no complete batch"
+        )
+    total_steps = config.epochs * steps_per_epoch
+    warmup_steps = min(config.warmup_epochs * steps_per_epoch, total_steps)
+
+    # Initialisation from the seed alone, without disturbing the caller's global RNG.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = build_model(config)
+    model.to(device)
+    optimizer = make_optimizer(model, config)
+    start_epoch, step, history = 0, 0, []
+    if checkpoint is not None and Path(checkpoint).exists():
+        start_epoch, step, history = load_checkpoint(checkpoint, model, optimizer, config)
+        log.info("resuming from %s after epoch %d", checkpoint, start_epoch)
+        if step != start_epoch * steps_per_epoch:
+            raise ValueError(
+                f"checkpoint {checkpoint} has {step} steps for {start_epoch} epochs, but this "
+                f"data set gives {steps_per_epoch} steps per epoch; is it the same data set?"
+            )
+
+    bar = tqdm(
+        range(start_epoch, config.epochs),
+        desc=f"pretrain {config.method}",
+        initial=start_epoch,
+        total=config.epochs,
+        **progress_kwargs(),
+    )
+    for epoch in bar:
+        start = time.perf_counter()
+        model.train()
+        loader = DataLoader(
+            dataset,
+            batch_size=config.batch_size,
+            shuffle=True,
+            drop_last=True,
+            generator=epoch_generator(config.seed, epoch, _SHUFFLE_STREAM),
+            num_workers=config.num_workers,
+            pin_memory=device.type == "cuda",
+        )
+        augment_generator = epoch_generator(config.seed, epoch, _AUGMENT_STREAM)
+        # Summed on the device and read once per epoch: a .item() per step would
+        # synchronise the GPU every step.
+        loss_sum = torch.zeros((), device=device)
+        lr = config.lr
+        for images, _labels, _ids in loader:
+            lr = warmup_cosine_lr(step, config.lr, warmup_steps, total_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            images = images.to(device, non_blocking=True)
+            view_a, view_b = two_views(images, config.augment, augment_generator)
+            embeddings = model.embed(model.normalize(torch.cat([view_a, view_b])))
+            z_a, z_b = embeddings.chunk(2)
+            loss = info_nce(z_a, z_b, config.temperature)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach()
+            step += 1
+        mean_loss = float(loss_sum) / steps_per_epoch
+        if not math.isfinite(mean_loss):
+            raise FloatingPointError(
+                f"pretraining diverged in epoch {epoch + 1} (loss {mean_loss}); "
+                "lower pretrain.lr or raise pretrain.warmup_epochs"
+            )
+        record = {
+            "epoch": epoch + 1,
+            "loss": mean_loss,
+            "lr": lr,
+            "seconds": time.perf_counter() - start,
+        }
+        history.append(record)
+        bar.set_postfix(loss=f"{mean_loss:.4f}")
+        log.info("epoch %d/%d: loss %.4f, lr %.4g", epoch + 1, config.epochs, mean_loss, lr)
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, model, optimizer, config, epoch + 1, step, history)
+    bar.close()
+    return model.eval(), history
