@@ -98,3 +98,25 @@ def test_slurm_run_requests_gpus_and_equals_a_local_run(repo, tmp_path):
         assert on_cluster.keys() == here.keys()
         for key in here:
             assert torch.equal(on_cluster[key], here[key]), (path, key)
+
+
+def test_slurm_profile_sizes_every_gpu_rule(repo):
+    """Each rule that declares gpu=1 (directly or through ``use rule``) has its resources
+    in the SLURM profile, so no GPU job falls back to the CPU-sized defaults."""
+    import yaml
+
+    text = "\n".join(path.read_text() for path in sorted((repo / "rules").glob("*.smk")))
+    blocks = re.split(r"^(?=rule |use rule )", text, flags=re.M)
+    gpu_rules = set()
+    for block in blocks:
+        if match := re.match(r"rule (\w+):", block):
+            if "gpu=1" in block:
+                gpu_rules.add(match.group(1))
+    for block in blocks:
+        if match := re.match(r"use rule (\w+) as (\w+)", block):
+            if match.group(1) in gpu_rules:
+                gpu_rules.add(match.group(2))
+    profile = yaml.safe_load((repo / "profiles" / "slurm" / "config.yaml").read_text())
+    sized = {rule for rule, values in profile["set-resources"].items() if values.get("gpu") == 1}
+    assert {"train_sae", "embed_sae_crops", "score_hierarchy"} <= gpu_rules
+    assert gpu_rules == sized
