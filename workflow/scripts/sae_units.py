@@ -12,7 +12,7 @@ from monoscope.io import write_json
 from monoscope.logs import setup_logging
 from monoscope.models import ModelConfig, load_model
 from monoscope.references import save_references
-from monoscope.sae import evaluate_sae, feature_activations, load_sae
+from monoscope.sae import evaluate_sae, load_sae
 from monoscope.units import sae_references, spliced_accuracy
 
 setup_logging(snakemake.log[0])
@@ -24,13 +24,12 @@ sae = load_sae(snakemake.input.sae).to(device).eval()
 paths = snakemake.input.activations
 metrics = evaluate_sae(sae, ActivationStore(paths, split="test"), params.batch_size)
 everything = ActivationStore(paths, split="all")
-fired = torch.zeros(sae.num_features, dtype=torch.bool)
-for codes in feature_activations(sae, everything, params.batch_size):
-    fired |= (codes > 0).any(dim=0).cpu()
-units = torch.nonzero(fired).flatten().tolist()  # dead features have no references
+top = sae_references(sae, everything, params.n, params.batch_size)
+# A feature fired somewhere iff its best reference has a positive code (one pass, not
+# two); dead features have no references.
+units = torch.nonzero(top.scores[:, 0] > 0).flatten().tolist()
 if params.max_units:
     units = units[: params.max_units]
-top = sae_references(sae, everything, params.n, params.batch_size)
 model = load_model(from_mapping(ModelConfig, params.model), device)
 test_set = open_dataset(from_mapping(DataConfig, params.data), snakemake.input.samples, "test")
 metrics |= spliced_accuracy(model, test_set, layer, sae, params.pooling, device)
