@@ -519,6 +519,20 @@ def load_distances(spec: Mapping[str, Any], class_names: Sequence[str | int]) ->
     return imagenet_distances()[np.ix_(indices, indices)]
 
 
+def distances_from_config(
+    options: Mapping[str, Any], class_names: Sequence[str | int]
+) -> np.ndarray:
+    """:func:`load_distances` from a config section (``kind``, and ``parents`` for a tree).
+
+    Config sections carry every key with its default (``parents: {}`` for any kind) and
+    keys of their own (``k``, ``max_samples``); only what the kind uses is passed on.
+    """
+    spec = {"kind": options["kind"]}
+    if options["kind"] == "tree":
+        spec["parents"] = options.get("parents", {})
+    return load_distances(spec, class_names)
+
+
 # --------------------------------------------------------------------------- command line
 
 

@@ -9,7 +9,7 @@ from monoscope.activations import ActivationStore
 from monoscope.config import from_mapping
 from monoscope.data import DataConfig, open_dataset
 from monoscope.device import resolve_device
-from monoscope.hierarchy import hierarchy_score, load_distances
+from monoscope.hierarchy import distances_from_config, hierarchy_score
 from monoscope.io import load_tensors, read_json, write_json
 from monoscope.logs import setup_logging
 from monoscope.models import ModelConfig, load_model
@@ -23,10 +23,7 @@ params, inputs = snakemake.params, snakemake.input
 device = resolve_device(params.device)
 options = params.hierarchy
 classes = read_json(inputs.classes)
-spec = {"kind": options["kind"]}
-if options["kind"] == "tree":
-    spec["parents"] = options["parents"]
-distances = load_distances(spec, classes)
+distances = distances_from_config(options, classes)
 limit = options["max_samples"] or None
 
 

@@ -12,6 +12,7 @@ test split overlap and name a sample only together with its split.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -166,3 +167,112 @@ def load_cifar(
     images = torch.from_numpy(np.ascontiguousarray(raw.data.transpose(0, 3, 1, 2)))
     labels = torch.as_tensor(raw.targets, dtype=torch.int64)
     return CIFARDataset(images, labels, list(raw.classes), name=name, train=train)
+
+
+# --------------------------------------------------------------------------- any source
+
+CONTRASTIVE_SOURCES = ("digits", "cifar10", "cifar100", "imagefolder")
+
+
+@dataclass(frozen=True)
+class ContrastiveDataConfig:
+    """Where the contrastive branch's images come from.
+
+    Parameters
+    ----------
+    name : ``digits`` (scikit-learn's handwritten digits, the offline demo),
+        ``cifar10`` / ``cifar100`` (torchvision's python format under ``root``) or
+        ``imagefolder`` (e.g. ImageNet-100: ``root/<train_folder>/<class>/*.JPEG`` and
+        ``root/<test_folder>/<class>/*.JPEG``).
+    root : data folder (not used by ``digits``).
+    image_size : side of the images the data set serves (``digits`` and
+        ``imagefolder``; CIFAR is always 32). SimCLR views are crops of these images.
+    resize : ``imagefolder`` only: shorter side before the centre crop to
+        ``image_size``; ``None`` resizes straight to ``image_size``.
+    train_folder, test_folder : ``imagefolder`` split folders under ``root``.
+    test_fraction, seed : ``digits`` only: the stratified, seeded test split.
+    verify : CIFAR only: check the files' MD5 sums.
+    """
+
+    name: str = "digits"
+    root: str | None = None
+    image_size: int = 32
+    resize: int | None = None
+    train_folder: str = "train"
+    test_folder: str = "val"
+    test_fraction: float = 0.2
+    seed: int = 0
+    verify: bool = True
+
+    def __post_init__(self) -> None:
+        if self.name not in CONTRASTIVE_SOURCES:
+            raise ValueError(
+                f"contrastive.data.name must be one of {CONTRASTIVE_SOURCES}, got '{self.name}'"
+            )
+        if self.name != "digits" and not self.root:
+            raise ValueError(f"contrastive.data.root must name the {self.name} folder")
+        if self.image_size < 1:
+            raise ValueError(f"contrastive.data.image_size must be positive, got {self.image_size}")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ValueError(
+                f"contrastive.data.test_fraction must be in (0, 1), got {self.test_fraction}"
+            )
+
+
+def load_contrastive_split(config: ContrastiveDataConfig, train: bool) -> tuple[Dataset, list[str]]:
+    """One split of the configured data set and its class names.
+
+    Every data set yields ``(image, label, sample_id)`` with images in ``[0, 1]``.
+
+    Raises
+    ------
+    FileNotFoundError
+        When the data are absent; the message names the expected path and the fix.
+    """
+    if config.name in CIFAR_NAMES:
+        dataset = load_cifar(config.root, config.name, train=train, verify=config.verify)
+        return dataset, dataset.classes
+    if config.name == "digits":
+        return _digits_split(config, train)
+    from monoscope.data import DataConfig, ImageDataset, build_source
+
+    folder = Path(config.root).expanduser() / (config.train_folder if train else config.test_folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"image folder not found: {folder}. contrastive.data.root must hold "
+            f"'{config.train_folder}/' and '{config.test_folder}/', each with one sub-folder "
+            "per class (ImageNet-100: the 100 synset folders of the CMC class list, copied "
+            "from ImageNet's train and val sets)"
+        )
+    data_config = DataConfig(
+        name="imagefolder", root=str(folder), image_size=config.image_size, resize=config.resize
+    )
+    table = build_source(data_config).list_samples()
+    dataset = ImageDataset(data_config, table)
+    return dataset, list(dataset.source.classes)
+
+
+def _digits_split(config: ContrastiveDataConfig, train: bool) -> tuple[Dataset, list[str]]:
+    """scikit-learn's digits, upsampled, split as :func:`monoscope.data.make_sample_table` does."""
+    import torch.nn.functional as F
+
+    from monoscope.data import DataConfig, DigitsSource, InMemoryDataset, make_sample_table
+
+    data_config = DataConfig(
+        name="digits",
+        image_size=config.image_size,
+        test_fraction=config.test_fraction,
+        seed=config.seed,
+    )
+    table, classes = make_sample_table(data_config)
+    rows = table[table["split"] == ("train" if train else "test")]
+    ids = torch.as_tensor(rows["sample_id"].to_numpy().copy(), dtype=torch.int64)
+    source = DigitsSource(data_config)
+    size = config.image_size
+    # All at once: the digits are small, and one interpolation call is what
+    # DigitsSource.load does per image.
+    images = F.interpolate(
+        source.images[ids][:, None], size=(size, size), mode="bilinear", align_corners=False
+    )
+    images = images.clamp(0.0, 1.0).expand(-1, 3, -1, -1).contiguous()
+    return InMemoryDataset(images, torch.as_tensor(rows["label"].to_numpy().copy()), ids), classes

@@ -33,7 +33,8 @@ import torch
 from torch import nn
 
 NONNEG_MAPS = ("none", "relu", "relu_gelu_grad")
-BACKBONE_DIM = 512  # ResNet-18's pooled feature width
+BACKBONE_WIDTH = 64  # ResNet-18's first-stage channels
+BACKBONE_DIM = 8 * BACKBONE_WIDTH  # ResNet-18's pooled feature width
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -111,8 +112,8 @@ class NonNegative(nn.Module):
         return f"kind={self.kind!r}"
 
 
-def resnet18_backbone(cifar_stem: bool = True) -> nn.Module:
-    """A randomly initialised ResNet-18 whose output is the 512-d pooled feature.
+def resnet18_backbone(cifar_stem: bool = True, width: int = BACKBONE_WIDTH) -> nn.Module:
+    """A randomly initialised ResNet-18 whose output is the pooled feature (``8 * width``).
 
     Parameters
     ----------
@@ -120,21 +121,56 @@ def resnet18_backbone(cifar_stem: bool = True) -> nn.Module:
         Replace the 7x7 stride-2 ``conv1`` and the max pool by one 3x3 stride-1
         convolution. On 32x32 images the ImageNet stem would shrink the input to 8x8
         before the first residual stage and lose most spatial detail.
+    width : int
+        Channels of the first stage; the stages have ``width, 2 width, 4 width,
+        8 width``. 64 is ResNet-18 itself (torchvision's network); smaller widths give
+        the same topology at a fraction of the cost, for CPU demos and tests.
 
     Returns
     -------
     torch.nn.Module
-        ``torchvision`` ResNet-18 with ``fc`` replaced by the identity.
+        A ``torchvision`` ResNet with ``fc`` replaced by the identity.
     """
     from torchvision.models import resnet18
+    from torchvision.models.resnet import BasicBlock, ResNet
 
-    # num_classes only sizes the fc layer that is dropped right away.
-    net = resnet18(weights=None, num_classes=10)
+    if width < 1:
+        raise ValueError(f"backbone width must be positive, got {width}")
+    if width == BACKBONE_WIDTH:
+        # num_classes only sizes the fc layer that is dropped right away.
+        net = resnet18(weights=None, num_classes=10)
+    else:
+        net = _scaled_resnet18(ResNet, BasicBlock, width)
     if cifar_stem:
-        net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        net.conv1 = nn.Conv2d(3, width, kernel_size=3, stride=1, padding=1, bias=False)
         nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
         net.maxpool = nn.Identity()
     net.fc = nn.Identity()
+    return net
+
+
+def _scaled_resnet18(resnet_class, block, width: int) -> nn.Module:
+    """torchvision's ResNet-18 with ``width`` instead of 64 channels in the first stage.
+
+    torchvision hard-codes 64 in ``ResNet.__init__``; building the 64-wide network and
+    then rebuilding its stem and stages at ``width`` keeps torchvision's block, layer
+    names and initialisation, so state dicts have the same keys at every width.
+    """
+    net = resnet_class(block, [2, 2, 2, 2], num_classes=10)
+    net.inplanes = width
+    net.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+    net.bn1 = nn.BatchNorm2d(width)
+    net.layer1 = net._make_layer(block, width, 2)
+    net.layer2 = net._make_layer(block, 2 * width, 2, stride=2)
+    net.layer3 = net._make_layer(block, 4 * width, 2, stride=2)
+    net.layer4 = net._make_layer(block, 8 * width, 2, stride=2)
+    # The same initialisation as torchvision's constructor applies to its own modules.
+    for module in net.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
     return net
 
 
@@ -229,6 +265,7 @@ def build_contrastive_model(
     projector_bn: bool = True,
     mean: Sequence[float] | None = CIFAR10_MEAN,
     std: Sequence[float] | None = CIFAR10_STD,
+    width: int = BACKBONE_WIDTH,
 ) -> ContrastiveModel:
     """A randomly initialised ResNet-18 :class:`ContrastiveModel`.
 
@@ -244,16 +281,19 @@ def build_contrastive_model(
         Batch norm in the projector.
     mean, std : sequence of float, optional
         Input normalisation statistics.
+    width : int
+        First-stage channels of the backbone (:func:`resnet18_backbone`); the feature
+        width is ``8 * width``.
 
     Returns
     -------
     ContrastiveModel
     """
     return ContrastiveModel(
-        resnet18_backbone(cifar_stem),
-        projector(BACKBONE_DIM, hidden_dim, out_dim, projector_bn),
+        resnet18_backbone(cifar_stem, width),
+        projector(8 * width, hidden_dim, out_dim, projector_bn),
         NonNegative(nonneg),
         mean=mean,
         std=std,
-        feature_dim=BACKBONE_DIM,
+        feature_dim=8 * width,
     )

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
@@ -80,6 +81,8 @@ class PretrainConfig:
     warmup_epochs : linear warm-up of the learning rate before the cosine decay to 0.
     projector_hidden_dim, projector_out_dim, projector_bn : the projection head.
     cifar_stem : 3x3 stride-1 first convolution and no max pool (small images).
+    backbone_width : first-stage channels of the ResNet-18; 64 is the real network,
+        smaller widths are for CPU demos.
     mean, std : input normalisation statistics (CIFAR-10's by default).
     augment : the SimCLR view distribution; ``augment.crop_size`` is the training
         resolution.
@@ -101,6 +104,7 @@ class PretrainConfig:
     projector_out_dim: int = 256
     projector_bn: bool = True
     cifar_stem: bool = True
+    backbone_width: int = 64
     mean: tuple[float, ...] = CIFAR10_MEAN
     std: tuple[float, ...] = CIFAR10_STD
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -129,7 +133,13 @@ class PretrainConfig:
             )
         if self.temperature <= 0:
             raise ValueError(f"pretrain.temperature must be positive, got {self.temperature}")
-        for key in ("epochs", "batch_size", "projector_hidden_dim", "projector_out_dim"):
+        for key in (
+            "epochs",
+            "batch_size",
+            "projector_hidden_dim",
+            "projector_out_dim",
+            "backbone_width",
+        ):
             if getattr(self, key) < 1:
                 raise ValueError(f"pretrain.{key} must be positive, got {getattr(self, key)}")
         if self.batch_size < 2:
@@ -176,6 +186,7 @@ def build_model(config: PretrainConfig) -> ContrastiveModel:
         projector_bn=config.projector_bn,
         mean=config.mean,
         std=config.std,
+        width=config.backbone_width,
     )
 
 
@@ -283,6 +294,20 @@ def _check_same_config(path: Path, saved: dict[str, Any], config: PretrainConfig
             f"checkpoint {path} was written by a run with a different config "
             f"(keys {differing}); resume with the same config or delete the checkpoint"
         )
+
+
+def checkpoint_resumable(path: str | os.PathLike, config: PretrainConfig) -> bool:
+    """Whether the checkpoint at ``path`` was written by a run of ``config``.
+
+    A workflow job that reruns because its options changed finds the checkpoint of
+    the old options; it must start afresh instead of failing in :func:`load_checkpoint`.
+    """
+    try:
+        _, metadata = load_tensors(path)
+        _check_same_config(Path(path), metadata.get("config", {}), config)
+    except (ValueError, OSError, SafetensorError):  # another config, or not a checkpoint
+        return False
+    return metadata.get("kind") == CHECKPOINT_KIND
 
 
 def load_checkpoint(

@@ -36,9 +36,21 @@ class TopKSAE(SparseAutoencoder):
         ``min(input_dim // 2, num_features)`` (Gao et al. use about d / 2), at least 1.
     aux_coef : weight of the auxiliary loss (Gao et al.: 1/32).
     dead_tokens : training samples without firing after which a feature counts as dead.
+    normalized_mse : measure reconstruction as ``||x - x_hat||^2 / ||x||^2`` per sample
+        (averaged over the batch) instead of ``||x - x_hat||^2``: the loss of the SAE on
+        frozen contrastive features (Beyond Interpretability, ICLR 2025), which makes
+        the error scale-free.
     """
 
-    hyperparameters = ("num_features", "k", "k_aux", "aux_coef", "dead_tokens", "init")
+    hyperparameters = (
+        "num_features",
+        "k",
+        "k_aux",
+        "aux_coef",
+        "dead_tokens",
+        "init",
+        "normalized_mse",
+    )
 
     def __init__(
         self,
@@ -49,6 +61,7 @@ class TopKSAE(SparseAutoencoder):
         aux_coef: float = 1 / 32,
         dead_tokens: int = 100_000,
         init: str = "tied",
+        normalized_mse: bool = False,
     ) -> None:
         if not 1 <= k <= num_features:
             raise ValueError(f"k must be in 1..num_features ({num_features}), got {k}")
@@ -63,6 +76,14 @@ class TopKSAE(SparseAutoencoder):
         self.k_aux = None if k_aux is None else int(k_aux)
         self.aux_coef = float(aux_coef)
         self.dead_tokens = int(dead_tokens)
+        self.normalized_mse = bool(normalized_mse)
+
+    def reconstruction_error(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+        """The base class's error, or its per-sample normalised form (``normalized_mse``)."""
+        squared_error = (x - x_hat).pow(2).sum(dim=1)
+        if self.normalized_mse:
+            squared_error = squared_error / x.pow(2).sum(dim=1).clamp_min(1e-12)
+        return squared_error.mean()
 
     @property
     def auxiliary_k(self) -> int:

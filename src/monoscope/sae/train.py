@@ -62,7 +62,7 @@ class SAEConfig:
     variant : a registered SAE variant (``l1``, ``topk``).
     expansion : features per input dimension; K = round(expansion * d).
     l1_coefficient : lambda of the ``l1`` variant.
-    k, k_aux, aux_coef, dead_tokens : of the ``topk`` variant (see
+    k, k_aux, aux_coef, dead_tokens, normalized_mse : of the ``topk`` variant (see
         :class:`monoscope.sae.topk.TopKSAE`; ``k_aux`` None means min(d // 2, K)).
     init : ``tied`` or ``random`` encoder initialisation.
     decoder_bias_init : ``geometric_median``, ``mean`` or ``zeros``: b_d from
@@ -89,6 +89,7 @@ class SAEConfig:
     k_aux: int | None = None
     aux_coef: float = 1 / 32
     dead_tokens: int = 100_000
+    normalized_mse: bool = False
     init: str = "tied"
     decoder_bias_init: str = "geometric_median"
     init_samples: int = 4096

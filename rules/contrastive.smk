@@ -1,0 +1,164 @@
+# Non-negative contrastive learning and its robustness: SimCLR and NCL pretraining, an
+# SAE on frozen SimCLR features, probes in clean and noisy settings, tables and curves.
+
+
+rule pretrain_contrastive:
+    output:
+        model=out("contrastive/pretrain/{method}/model.safetensors"),
+        history=out("contrastive/pretrain/{method}/training.json"),
+    log:
+        out("logs/pretrain_contrastive/{method}.log"),
+    benchmark:
+        out("benchmarks/pretrain_contrastive/{method}.tsv")
+    wildcard_constraints:
+        method="simclr|ncl",
+    conda:
+        ENV
+    threads: config["threads"]
+    resources:
+        gpu=1,
+    params:
+        data=_sorted(CONTRASTIVE["data"]),
+        pretrain=_sorted(CONTRASTIVE["pretrain"]),
+        # Outside the outputs, so that a killed job resumes from its last epoch.
+        checkpoint=lambda wildcards: out(
+            f"contrastive/pretrain/{wildcards.method}/resume.safetensors"
+        ),
+        device=config["device"],
+    script:
+        "../workflow/scripts/pretrain_contrastive.py"
+
+
+rule train_contrastive_sae:
+    input:
+        model=out("contrastive/pretrain/simclr/model.safetensors"),
+    output:
+        model=out("contrastive/sae/model.safetensors"),
+        history=out("contrastive/sae/training.json"),
+    log:
+        out("logs/train_contrastive_sae.log"),
+    benchmark:
+        out("benchmarks/train_contrastive_sae.tsv")
+    conda:
+        ENV
+    threads: config["threads"]
+    resources:
+        gpu=1,
+    params:
+        data=_sorted(CONTRASTIVE["data"]),
+        sae=_sorted(CONTRASTIVE["sae"]),
+        batch_size=CONTRASTIVE["extract_batch_size"],
+        checkpoint=out("contrastive/sae/resume.safetensors"),
+        device=config["device"],
+    script:
+        "../workflow/scripts/train_contrastive_sae.py"
+
+
+rule contrastive_features:
+    input:
+        unpack(contrastive_model_inputs),
+    output:
+        features=out("contrastive/{representation}/features.safetensors"),
+        units=out("contrastive/{representation}/units.json"),
+        references=report(
+            out("contrastive/{representation}/references.png"),
+            caption="../workflow/report/contrastive_references.rst",
+            category="Contrastive",
+        ),
+    log:
+        out("logs/contrastive_features/{representation}.log"),
+    benchmark:
+        out("benchmarks/contrastive_features/{representation}.tsv")
+    conda:
+        ENV
+    threads: config["threads"]
+    resources:
+        gpu=1,
+    params:
+        data=_sorted(CONTRASTIVE["data"]),
+        which=lambda wildcards: (
+            "projector"
+            if wildcards.representation == "sae"
+            else CONTRASTIVE["features"]
+        ),
+        batch_size=CONTRASTIVE["extract_batch_size"],
+        hierarchy=_sorted(CONTRASTIVE["hierarchy"]),
+        references=_sorted(CONTRASTIVE["references"]),
+        device=config["device"],
+    script:
+        "../workflow/scripts/contrastive_features.py"
+
+
+rule contrastive_probe:
+    input:
+        unpack(contrastive_model_inputs),
+        features=out("contrastive/{representation}/features.safetensors"),
+    output:
+        out("contrastive/{representation}/probes/{probe}/{noise}_{level}.json"),
+    log:
+        out("logs/contrastive_probe/{representation}/{probe}/{noise}_{level}.log"),
+    benchmark:
+        out("benchmarks/contrastive_probe/{representation}/{probe}/{noise}_{level}.tsv")
+    conda:
+        ENV
+    threads: config["threads"]
+    resources:
+        gpu=1,
+    params:
+        data=_sorted(CONTRASTIVE["data"]),
+        which=lambda wildcards: (
+            "projector"
+            if wildcards.representation == "sae"
+            else CONTRASTIVE["features"]
+        ),
+        linear=_sorted(CONTRASTIVE["linear"]),
+        selected_dims=CONTRASTIVE["selected"]["dims"],
+        finetune=_sorted(CONTRASTIVE["finetune"]),
+        batch_size=CONTRASTIVE["extract_batch_size"],
+        seed=CONTRASTIVE["robustness"]["seed"],
+        device=config["device"],
+    script:
+        "../workflow/scripts/contrastive_probe.py"
+
+
+rule contrastive_tables:
+    input:
+        probes=contrastive_probe_files(),
+        units=expand(
+            out("contrastive/{representation}/units.json"),
+            representation=CONTRASTIVE_REPRESENTATIONS,
+        ),
+    output:
+        tables=report(
+            expand(
+                out("tables/contrastive_{table}.{ext}"),
+                table=["robustness", "representations"],
+                ext=["csv", "md", "tex"],
+            ),
+            caption="../workflow/report/contrastive_tables.rst",
+            category="Tables",
+        ),
+        figures=report(
+            expand(
+                out("figures/contrastive/accuracy_vs_{noise}.png"),
+                noise=sorted(
+                    {noise for noise, _ in contrastive_settings()} - {"clean"}
+                ),
+            ),
+            caption="../workflow/report/contrastive_curves.rst",
+            category="Contrastive",
+        ),
+    log:
+        out("logs/contrastive_tables.log"),
+    benchmark:
+        out("benchmarks/contrastive_tables.tsv")
+    conda:
+        ENV
+    params:
+        settings=[(noise, float(level)) for noise, level in contrastive_settings()],
+        robustness_stem=lambda wildcards, output: os.path.splitext(output.tables[0])[0],
+        representations_stem=lambda wildcards, output: os.path.splitext(
+            output.tables[3]
+        )[0],
+    script:
+        "../workflow/scripts/contrastive_tables.py"

@@ -1,0 +1,40 @@
+"""One cell of the robustness sweep: a probe on a representation in one noise setting."""
+
+import torch
+
+from monoscope.config import from_mapping
+from monoscope.contrastive.data import ContrastiveDataConfig, load_contrastive_split
+from monoscope.contrastive.evaluate import load_feature_sets, load_representation, probe_under_noise
+from monoscope.contrastive.probes import FinetuneConfig, ProbeConfig
+from monoscope.device import resolve_device
+from monoscope.io import write_json
+from monoscope.logs import setup_logging
+
+setup_logging(snakemake.log[0])
+torch.set_num_threads(snakemake.threads)
+device = resolve_device(snakemake.params.device)
+wildcards = snakemake.wildcards
+model = load_representation(snakemake.input.model, snakemake.input.get("sae"), device)
+data = from_mapping(ContrastiveDataConfig, snakemake.params.data)
+train_ds, classes = load_contrastive_split(data, True)
+test_ds, _ = load_contrastive_split(data, False)
+features = load_feature_sets(snakemake.input.features)
+record = probe_under_noise(
+    model,
+    wildcards.probe,
+    wildcards.noise,
+    float(wildcards.level),
+    train_ds,
+    test_ds,
+    features["train"],
+    features["test"],
+    num_classes=len(classes),
+    probe_config=from_mapping(ProbeConfig, snakemake.params.linear),
+    finetune_config=from_mapping(FinetuneConfig, snakemake.params.finetune),
+    selected_dims=snakemake.params.selected_dims,
+    which=snakemake.params.which,
+    batch_size=snakemake.params.batch_size,
+    seed=snakemake.params.seed,
+    device=device,
+)
+write_json(snakemake.output[0], {"representation": wildcards.representation, **record})

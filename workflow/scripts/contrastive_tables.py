@@ -1,0 +1,56 @@
+"""The robustness table, the representations table and the accuracy-vs-noise curves."""
+
+import pandas as pd
+
+from monoscope.contrastive.evaluate import (
+    plot_accuracy_vs_noise,
+    robustness_frame,
+    setting_name,
+)
+from monoscope.io import read_json
+from monoscope.logs import setup_logging
+from monoscope.tables import write_table
+
+setup_logging(snakemake.log[0])
+records = [read_json(path) for path in snakemake.input.probes]
+settings = [setting_name(noise, level) for noise, level in snakemake.params.settings]
+write_table(
+    robustness_frame(records, settings),
+    snakemake.params.robustness_stem,
+    "Test accuracy (%) of each probe on each representation, clean and under noise.",
+    label="tab:contrastive-robustness",
+)
+
+units = [read_json(path) for path in snakemake.input.units]
+clean = {
+    (r["representation"], r["probe"]): round(100 * r["accuracy"], 1)
+    for r in records
+    if r["noise"] == "clean"
+}
+rows = []
+for unit in units:
+    row = {
+        "representation": unit["representation"],
+        "dimensions": unit["dimensions"],
+        "active dimensions": unit["active_dimensions"],
+        "class consistency": round(unit["consistency"], 3),
+        "zero fraction": round(unit["zero_fraction"], 3),
+        "active per sample": round(unit["active_per_sample"], 1),
+        "hierarchy score": round(unit["hierarchy"], 3),
+    }
+    for (representation, probe), accuracy in clean.items():
+        if representation == unit["representation"]:
+            row[f"{probe} accuracy"] = accuracy
+    rows.append(row)
+write_table(
+    pd.DataFrame(rows).set_index("representation"),
+    snakemake.params.representations_stem,
+    "Monosemanticity of each representation's dimensions on the test split (class "
+    "consistency: share of the top class among samples activating a dimension; hierarchy "
+    "score: lower is more monosemantic) and its clean accuracies (%).",
+    label="tab:contrastive-representations",
+)
+
+for path in snakemake.output.figures:
+    noise = path.rsplit("accuracy_vs_", 1)[1].removesuffix(".png")
+    plot_accuracy_vs_noise(records, noise, path)

@@ -1,0 +1,46 @@
+"""Train the TopK SAE on the L2-normalised projector output of the frozen SimCLR model."""
+
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from monoscope.config import from_mapping
+from monoscope.contrastive.data import ContrastiveDataConfig, load_contrastive_split
+from monoscope.contrastive.pretrain import load_pretrained
+from monoscope.contrastive.probes import extract_features
+from monoscope.device import resolve_device
+from monoscope.io import write_json
+from monoscope.logs import setup_logging
+from monoscope.sae import SAEConfig, checkpoint_resumable, save_sae, train_sae
+from monoscope.sae.store import TensorStore
+
+setup_logging(snakemake.log[0])
+torch.set_num_threads(snakemake.threads)
+device = resolve_device(snakemake.params.device)
+model, _, _ = load_pretrained(snakemake.input.model, device)
+train_ds, _ = load_contrastive_split(
+    from_mapping(ContrastiveDataConfig, snakemake.params.data), True
+)
+# The SAE's data set is N x 256 (CIFAR) or N x 2048 (ImageNet-100) floats: at most
+# 1 GB for ImageNet-100's 126,689 training images, so it is held in memory.
+embeddings = extract_features(model, train_ds, "projector", snakemake.params.batch_size).features
+store = TensorStore(F.normalize(embeddings, dim=1))
+settings = dict(snakemake.params.sae)
+config = from_mapping(
+    SAEConfig,
+    settings,
+    variant="topk",
+    expansion=settings["num_features"] / store.dim,
+    normalized_mse=True,
+    decoder_bias_init="mean",
+)
+checkpoint = Path(snakemake.params.checkpoint)
+if checkpoint.exists() and not checkpoint_resumable(checkpoint, config):
+    logging.getLogger("train_contrastive_sae").warning("discarding stale checkpoint %s", checkpoint)
+    checkpoint.unlink()
+sae, history = train_sae(store, config, device, checkpoint)
+save_sae(sae.cpu(), snakemake.output.model)
+write_json(snakemake.output.history, {"config": settings, "history": history})
+checkpoint.unlink(missing_ok=True)
