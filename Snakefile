@@ -29,6 +29,8 @@ include: "rules/circuits.smk"
 include: "rules/clustering.smk"
 include: "rules/crops.smk"
 include: "rules/sae.smk"
+include: "rules/contrastive.smk"
+include: "rules/equivariant.smk"
 include: "rules/evaluation.smk"
 
 

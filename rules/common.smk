@@ -10,6 +10,13 @@ wildcard_constraints:
     neuron=r"\d+",
     k=r"\d+",
     sae=r"[A-Za-z0-9_]+",
+    representation="simclr|ncl|sae",
+    probe="linear|selected|finetune",
+    noise="clean|label|gaussian|uniform|fewshot",
+    level=r"[0-9.]+(e-?[0-9]+)?",
+    arch="mlp|cnn|vit",
+    family="base|vanilla|equivariant|archetypal",
+    loss="none|mse|latent_inv|canonical|output_inv",
 
 
 OUT = f"results/{config['experiment']}"
@@ -78,6 +85,39 @@ if config["model"]["weights"] == "trained" and config["model"]["name"] != "demo_
     raise ValueError(
         f"model.weights: 'trained' is only for demo_cnn; {config['model']['name']} needs "
         "a weight file, 'cache' or 'random'"
+    )
+
+
+BRANCHES = config["branches"]
+CONTRASTIVE = config["contrastive"]
+CONTRASTIVE_REPRESENTATIONS = list(CONTRASTIVE["methods"]) + (
+    ["sae"] if CONTRASTIVE["sae"]["enabled"] else []
+)
+if CONTRASTIVE["sae"]["enabled"] and "simclr" not in CONTRASTIVE["methods"]:
+    raise ValueError(
+        "contrastive.sae.enabled: the SAE reads the frozen SimCLR model, but "
+        f"contrastive.methods {CONTRASTIVE['methods']} has no simclr"
+    )
+if CONTRASTIVE["sae"]["k"] > CONTRASTIVE["sae"]["num_features"]:
+    raise ValueError(
+        f"contrastive.sae.k ({CONTRASTIVE['sae']['k']}) exceeds contrastive.sae.num_features "
+        f"({CONTRASTIVE['sae']['num_features']})"
+    )
+if CONTRASTIVE["data"]["name"] != "digits" and not CONTRASTIVE["data"]["root"]:
+    raise ValueError(
+        f"contrastive.data.root must name the {CONTRASTIVE['data']['name']} folder"
+    )
+
+EQUIVARIANT = config["equivariant"]
+if EQUIVARIANT["data"]["source"] == "images" and not EQUIVARIANT["data"]["root"]:
+    raise ValueError(
+        "equivariant.data.root must name the image folder (or .npz) when "
+        "equivariant.data.source is 'images'"
+    )
+if "cnn" in EQUIVARIANT["architectures"] and EQUIVARIANT["data"]["image_size"] % 8:
+    raise ValueError(
+        f"equivariant.data.image_size ({EQUIVARIANT['data']['image_size']}) must be a "
+        "multiple of 8 for the cnn autoencoder"
     )
 
 
@@ -216,7 +256,117 @@ def umap_paths():
     )
 
 
+def contrastive_settings():
+    """(noise, level) pairs of the robustness sweep, clean first; levels as in paths."""
+    settings = [("clean", "0")]
+    for noise in ("label", "gaussian", "uniform", "fewshot"):
+        settings += [
+            (noise, f"{level:g}") for level in CONTRASTIVE["robustness"][noise]
+        ]
+    return settings
+
+
+def contrastive_probe_files():
+    """One result per (representation, probe, setting); finetuning skips the SAE."""
+    return [
+        out(f"contrastive/{representation}/probes/{probe}/{noise}_{level}.json")
+        for representation in CONTRASTIVE_REPRESENTATIONS
+        for probe in CONTRASTIVE["probes"]
+        if probe != "finetune" or representation != "sae"
+        for noise, level in contrastive_settings()
+    ]
+
+
+def contrastive_model_inputs(wildcards):
+    """The pretrained model of a representation, and the SAE for ``sae``."""
+    if wildcards.representation == "sae":
+        return {
+            "model": out("contrastive/pretrain/simclr/model.safetensors"),
+            "sae": out("contrastive/sae/model.safetensors"),
+        }
+    return {
+        "model": out(
+            f"contrastive/pretrain/{wildcards.representation}/model.safetensors"
+        )
+    }
+
+
+def contrastive_targets():
+    targets = expand(
+        out("tables/contrastive_{table}.{ext}"),
+        table=["robustness", "representations"],
+        ext=["csv", "md", "tex"],
+    )
+    noises = sorted({noise for noise, _ in contrastive_settings()} - {"clean"})
+    targets += expand(out("figures/contrastive/accuracy_vs_{noise}.png"), noise=noises)
+    targets += expand(
+        out("contrastive/{representation}/references.png"),
+        representation=CONTRASTIVE_REPRESENTATIONS,
+    )
+    return targets
+
+
+def equivariant_saes():
+    """(family, loss) of every SAE: each loss type of the equivariant family, mse otherwise."""
+    pairs = []
+    for family in EQUIVARIANT["families"]:
+        if family == "equivariant":
+            pairs += [(family, loss) for loss in EQUIVARIANT["loss_types"]]
+        else:
+            pairs.append((family, "mse"))
+    return pairs
+
+
+def equivariant_files(name):
+    """One file per (architecture, SAE), e.g. ``metrics.json``."""
+    return [
+        out(f"equivariant/{arch}/sae/{family}/{loss}/{name}")
+        for arch in EQUIVARIANT["architectures"]
+        for family, loss in equivariant_saes()
+    ]
+
+
+def equivariant_probe_files():
+    """Probe results of the base latents and of every SAE, per architecture."""
+    return [
+        out(f"equivariant/{arch}/probes/{family}/{loss}.csv")
+        for arch in EQUIVARIANT["architectures"]
+        for family, loss in [("base", "none")] + equivariant_saes()
+    ]
+
+
+def equivariant_sae_input(wildcards):
+    """The SAE a probe job reads (none for the base latents)."""
+    if wildcards.family == "base":
+        return []
+    return out(
+        f"equivariant/{wildcards.arch}/sae/{wildcards.family}/{wildcards.loss}/model.safetensors"
+    )
+
+
+EQUIVARIANT_TABLES = ["probes", "probes_invariant", "reconstruction", "symmetry"]
+
+
+def equivariant_targets():
+    return expand(
+        out("tables/equivariant_{table}.{ext}"),
+        table=EQUIVARIANT_TABLES,
+        ext=["csv", "md", "tex"],
+    )
+
+
 def all_targets():
+    targets = []
+    if "pure" in BRANCHES:
+        targets += pure_targets()
+    if "contrastive" in BRANCHES:
+        targets += contrastive_targets()
+    if "equivariant" in BRANCHES:
+        targets += equivariant_targets()
+    return targets
+
+
+def pure_targets():
     targets = [out("references/references.safetensors"), *reference_grids()]
     targets.append(out("circuits/circuits.safetensors"))
     targets += expand(

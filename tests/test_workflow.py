@@ -184,6 +184,44 @@ def test_sae_features_join_neurons_and_virtual_neurons_in_the_tables(tiny_run):
     assert len(hierarchy["units"][1]["scores"]) == 8 * 2  # every virtual neuron at k = 2
 
 
+def test_contrastive_branch_writes_the_robustness_tables(tiny_run):
+    """SimCLR, NCL and the SAE are probed in every setting; the tables hold every cell."""
+    import pandas as pd
+
+    out = tiny_run / "results" / "tiny"
+    for path in (
+        "contrastive/pretrain/simclr/model.safetensors",
+        "contrastive/pretrain/ncl/model.safetensors",
+        "contrastive/sae/model.safetensors",
+        "figures/contrastive/accuracy_vs_label.png",
+        "figures/contrastive/accuracy_vs_gaussian.png",
+        *[f"contrastive/{r}/references.png" for r in ("simclr", "ncl", "sae")],
+    ):
+        assert (out / path).is_file(), path
+    assert not list((out / "contrastive").rglob("resume.safetensors")), "checkpoint left"
+    robustness = pd.read_csv(out / "tables" / "contrastive_robustness.csv", index_col=[0, 1])
+    assert list(robustness.columns) == ["clean", "label 0.8", "gaussian 0.6"]
+    assert list(robustness.index) == [
+        ("linear", "simclr"),
+        ("linear", "ncl"),
+        ("linear", "sae"),
+        ("selected", "simclr"),
+        ("selected", "ncl"),
+        ("selected", "sae"),
+        ("finetune", "simclr"),
+        ("finetune", "ncl"),
+    ]
+    values = robustness.to_numpy()
+    assert ((values >= 0) & (values <= 100)).all()
+    representations = pd.read_csv(out / "tables" / "contrastive_representations.csv", index_col=0)
+    assert list(representations.index) == ["simclr", "ncl", "sae"]
+    assert representations.loc["sae", "dimensions"] == 64
+    # TopK keeps k = 8 codes per sample; ReLU can only lower that.
+    assert representations.loc["sae", "active per sample"] <= 8
+    assert representations.loc["simclr", "zero fraction"] == 0  # no non-negative map
+    assert representations["class consistency"].between(0, 1).all()
+
+
 def test_sharded_workflow_equals_unsharded_library_call(tiny_run):
     from monoscope.data import DataConfig, open_dataset
     from monoscope.models import ModelConfig, load_model
@@ -300,6 +338,7 @@ def pretrained_setup(repo, tmp_path_factory):
     save_file(torchvision.models.resnet18().state_dict(), str(workdir / "resnet18.safetensors"))
     config = {
         "experiment": "pretrained",
+        "branches": ["pure"],
         "threads": 1,
         "data": {"name": "imagefolder", "root": "images", "image_size": 64, "resize": 72},
         "model": {"name": "torchvision:resnet18", "weights": "resnet18.safetensors"},
@@ -381,24 +420,52 @@ def fake_imagefolder(root, classes=("n01440764", "n01443537"), per_class=3, seed
 
 
 def test_paper_configs_dry_run(repo, tmp_path):
-    """Each ImageNet config plans its whole DAG against a fake ImageFolder."""
+    """Each paper config plans its whole DAG against fake data folders."""
     root = fake_imagefolder(tmp_path / "val")
     for experiment in sorted((repo / "config" / "experiments").glob("*.yaml")):
         config = yaml.safe_load(experiment.read_text())
-        config["data"]["root"] = str(root)
+        branches = config["branches"]
+        if "pure" in branches:
+            config["data"]["root"] = str(root)
+        if "contrastive" in branches:
+            config["contrastive"]["data"]["root"] = str(tmp_path / "contrastive")
         override = tmp_path / experiment.name
         override.write_text(yaml.safe_dump(config))
         result = snakemake(repo, "-n", "--cores", "1", "--configfile", str(override), timeout=120)
         output = result.stdout + result.stderr
         assert result.returncode == 0, experiment.name + output[-3000:]
         counts = job_counts(output)
-        embedders = len(config["evaluation"]["embedders"])
-        assert counts["embed_crops"] == embedders * config["crops"]["shards"], experiment.name
-        methods = len(config["clustering"]["methods"])
-        assert counts["cluster_units"] == methods and counts["evaluate"] == 1, experiment.name
-        saes = len(config["sae"]["layers"]) * len(config["sae"].get("models", {}))
-        assert counts.get("train_sae", 0) == saes, experiment.name
-        assert counts["score_hierarchy"] == 1, experiment.name
+        if "pure" in branches:
+            check_pure_plan(config, counts, experiment.name)
+        else:
+            assert "collect_references" not in counts, experiment.name
+        if "contrastive" in branches:
+            check_contrastive_plan(config["contrastive"], counts, experiment.name)
+        else:
+            assert "pretrain_contrastive" not in counts, experiment.name
+
+
+def check_pure_plan(config, counts, name):
+    embedders = len(config["evaluation"]["embedders"])
+    assert counts["embed_crops"] == embedders * config["crops"]["shards"], name
+    methods = len(config["clustering"]["methods"])
+    assert counts["cluster_units"] == methods and counts["evaluate"] == 1, name
+    saes = len(config["sae"]["layers"]) * len(config["sae"].get("models", {}))
+    assert counts.get("train_sae", 0) == saes, name
+    assert counts["score_hierarchy"] == 1, name
+
+
+def check_contrastive_plan(section, counts, name):
+    methods = len(section["methods"])
+    assert counts["pretrain_contrastive"] == methods, name
+    assert counts["train_contrastive_sae"] == 1, name
+    representations = methods + 1
+    settings = 1 + sum(len(levels) for levels in section["robustness"].values())
+    probes = section["probes"]
+    cells = representations * len(probes) - (1 if "finetune" in probes else 0)
+    assert counts["contrastive_probe"] == cells * settings, name
+    assert counts["contrastive_features"] == representations, name
+    assert counts["contrastive_tables"] == 1, name
 
 
 def test_paper_config_embedder_fails_clearly_without_weights(repo, tmp_path):

@@ -110,3 +110,45 @@ def merge_channel_shards(
     if not torch.equal(merged["channels"], wanted.to(merged["channels"].dtype)):
         raise ValueError(f"{what} shards do not cover every upper channel exactly once; rerun them")
     return merged
+
+
+def guard_checkpoint(
+    checkpoint: str | os.PathLike, inputs: Sequence[str | os.PathLike], params: Any
+) -> bool:
+    """Keep a job's resume checkpoint only if it was written for the same inputs and params.
+
+    A workflow job resumes from its checkpoint after an interruption; but when it reruns
+    because an input was regenerated (new file, new modification time) or a parameter
+    changed, the checkpoint belongs to another computation and must go. The job's
+    fingerprint (each input's size and modification time, and the params) is kept next
+    to the checkpoint as ``<checkpoint>.job.json``.
+
+    Returns whether an existing checkpoint was kept. Call :func:`release_checkpoint`
+    once the job's outputs are written.
+    """
+    checkpoint = Path(checkpoint)
+    sidecar = checkpoint.with_name(checkpoint.name + ".job.json")
+    fingerprint = json.loads(
+        json.dumps(
+            {
+                "inputs": {
+                    str(path): [Path(path).stat().st_size, Path(path).stat().st_mtime_ns]
+                    for path in inputs
+                },
+                "params": params,
+            },
+            sort_keys=True,
+        )
+    )
+    kept = checkpoint.exists() and sidecar.exists() and read_json(sidecar) == fingerprint
+    if not kept:
+        checkpoint.unlink(missing_ok=True)
+        write_json(sidecar, fingerprint)
+    return kept
+
+
+def release_checkpoint(checkpoint: str | os.PathLike) -> None:
+    """Remove a finished job's checkpoint and its fingerprint."""
+    checkpoint = Path(checkpoint)
+    checkpoint.unlink(missing_ok=True)
+    checkpoint.with_name(checkpoint.name + ".job.json").unlink(missing_ok=True)

@@ -1,0 +1,149 @@
+# Equivariant SAEs on symmetric data: an image set closed under rotations, base
+# autoencoders, the latent symmetry M, vanilla / equivariant / archetypal SAEs, probes.
+
+
+rule prepare_equivariant_data:
+    output:
+        data=out("equivariant/data/orbits.safetensors"),
+        tasks=out("equivariant/data/tasks.json"),
+    log:
+        out("logs/prepare_equivariant_data.log"),
+    benchmark:
+        out("benchmarks/prepare_equivariant_data.tsv")
+    conda:
+        ENV
+    params:
+        data=_sorted(EQUIVARIANT["data"]),
+        tasks=_sorted(EQUIVARIANT["tasks"]),
+    script:
+        "../workflow/scripts/prepare_equivariant_data.py"
+
+
+rule train_equivariant_autoencoder:
+    input:
+        data=out("equivariant/data/orbits.safetensors"),
+    output:
+        model=out("equivariant/{arch}/autoencoder.safetensors"),
+        history=out("equivariant/{arch}/autoencoder.json"),
+    log:
+        out("logs/train_equivariant_autoencoder/{arch}.log"),
+    benchmark:
+        out("benchmarks/train_equivariant_autoencoder/{arch}.tsv")
+    conda:
+        ENV
+    threads: config["threads"]
+    resources:
+        gpu=1,
+    params:
+        autoencoder=_sorted(EQUIVARIANT["autoencoder"]),
+        # Outside the outputs, so that a killed job resumes from its last epoch.
+        checkpoint=lambda wildcards: out(
+            f"equivariant/{wildcards.arch}/autoencoder.resume.safetensors"
+        ),
+        device=config["device"],
+    script:
+        "../workflow/scripts/train_equivariant_autoencoder.py"
+
+
+rule fit_equivariant_symmetry:
+    input:
+        data=out("equivariant/data/orbits.safetensors"),
+        model=out("equivariant/{arch}/autoencoder.safetensors"),
+    output:
+        latents=out("equivariant/{arch}/latents.safetensors"),
+        symmetry=out("equivariant/{arch}/symmetry.safetensors"),
+        fit=out("equivariant/{arch}/symmetry.json"),
+    log:
+        out("logs/fit_equivariant_symmetry/{arch}.log"),
+    benchmark:
+        out("benchmarks/fit_equivariant_symmetry/{arch}.tsv")
+    conda:
+        ENV
+    threads: config["threads"]
+    resources:
+        gpu=1,
+    params:
+        symmetry=_sorted(EQUIVARIANT["symmetry"]),
+        device=config["device"],
+    script:
+        "../workflow/scripts/fit_equivariant_symmetry.py"
+
+
+rule train_equivariant_sae:
+    input:
+        data=out("equivariant/data/orbits.safetensors"),
+        latents=out("equivariant/{arch}/latents.safetensors"),
+        symmetry=out("equivariant/{arch}/symmetry.safetensors"),
+    output:
+        model=out("equivariant/{arch}/sae/{family}/{loss}/model.safetensors"),
+        metrics=out("equivariant/{arch}/sae/{family}/{loss}/metrics.json"),
+    log:
+        out("logs/train_equivariant_sae/{arch}/{family}/{loss}.log"),
+    benchmark:
+        out("benchmarks/train_equivariant_sae/{arch}/{family}/{loss}.tsv")
+    conda:
+        ENV
+    threads: config["threads"]
+    resources:
+        gpu=1,
+    params:
+        sae=_sorted(EQUIVARIANT["sae"]),
+        checkpoint=lambda wildcards: out(
+            f"equivariant/{wildcards.arch}/sae/{wildcards.family}/{wildcards.loss}/resume.safetensors"
+        ),
+        device=config["device"],
+    script:
+        "../workflow/scripts/train_equivariant_sae.py"
+
+
+rule probe_equivariant:
+    input:
+        data=out("equivariant/data/orbits.safetensors"),
+        latents=out("equivariant/{arch}/latents.safetensors"),
+        sae=equivariant_sae_input,
+    output:
+        out("equivariant/{arch}/probes/{family}/{loss}.csv"),
+    log:
+        out("logs/probe_equivariant/{arch}/{family}/{loss}.log"),
+    benchmark:
+        out("benchmarks/probe_equivariant/{arch}/{family}/{loss}.tsv")
+    conda:
+        ENV
+    threads: config["threads"]
+    params:
+        probes=_sorted(EQUIVARIANT["probes"]),
+    script:
+        "../workflow/scripts/probe_equivariant.py"
+
+
+rule equivariant_tables:
+    input:
+        probes=equivariant_probe_files(),
+        metrics=equivariant_files("metrics.json"),
+        symmetry=expand(
+            out("equivariant/{arch}/symmetry.json"), arch=EQUIVARIANT["architectures"]
+        ),
+        tasks=out("equivariant/data/tasks.json"),
+    output:
+        report(
+            expand(
+                out("tables/equivariant_{table}.{ext}"),
+                table=EQUIVARIANT_TABLES,
+                ext=["csv", "md", "tex"],
+            ),
+            caption="../workflow/report/equivariant_tables.rst",
+            category="Tables",
+        ),
+    log:
+        out("logs/equivariant_tables.log"),
+    benchmark:
+        out("benchmarks/equivariant_tables.tsv")
+    conda:
+        ENV
+    params:
+        stems=lambda wildcards, output: {
+            table: os.path.splitext(output[3 * index])[0]
+            for index, table in enumerate(EQUIVARIANT_TABLES)
+        },
+    script:
+        "../workflow/scripts/equivariant_tables.py"

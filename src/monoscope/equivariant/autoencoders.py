@@ -1,0 +1,502 @@
+"""Base autoencoders (MLP, CNN, small ViT) whose latents the SAEs explain.
+
+The paper trains image autoencoders of three architectures on the shapes and asks how
+an SAE on their latent space (dimension 256) sees the data's rotation symmetry. No
+architecture here is equivariant by construction; training with random quarter-turn
+augmentation (as the paper's ``--ae-augment``) only encourages the latents of the four
+rotations to be related, and :mod:`monoscope.equivariant.symmetry` measures how well a
+single linear map relates them.
+
+Every model has ``encode(x) -> [B, latent_dim]`` and ``decode(h) -> [B, 3, S, S]`` in
+``[0, 1]`` (sigmoid output). Architectures register by name (:data:`ARCHITECTURES`,
+:func:`register_autoencoder`); :func:`build_autoencoder` makes one from an
+:class:`AutoencoderConfig`. Training (:func:`train_autoencoder`) minimises the pixel MSE
+with Adam, is seeded and resumable (:mod:`monoscope.equivariant.checkpoints`). A trained
+model file (:func:`save_autoencoder`) is a safetensors state dict whose metadata holds
+the config and the image size, so :func:`load_autoencoder` rebuilds it without
+unpickling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from monoscope.equivariant.checkpoints import (
+    epoch_generator,
+    load_checkpoint,
+    save_checkpoint,
+    split_prefix,
+)
+from monoscope.equivariant.orbits import QUARTER_TURNS, check_orbit_size, rotate_images
+from monoscope.io import load_tensors, save_tensors
+from monoscope.logs import progress_kwargs
+
+log = logging.getLogger(__name__)
+
+ARCHITECTURES: dict[str, Callable[[AutoencoderConfig, int], ImageAutoencoder]] = {}
+CHECKPOINT_KIND = "equivariant_autoencoder_checkpoint"
+MODEL_KIND = "equivariant_autoencoder"
+CHANNELS = 3
+_SHUFFLE_STREAM, _AUGMENT_STREAM = 0, 1
+
+
+class ImageAutoencoder(nn.Module):
+    """Interface: ``encode`` images ``[B, 3, S, S]`` to latents, ``decode`` them back."""
+
+    latent_dim: int
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def decode(self, h: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(reconstruction, latent)``."""
+        h = self.encode(x)
+        return self.decode(h), h
+
+
+def register_autoencoder(
+    name: str,
+) -> Callable[[Callable[[AutoencoderConfig, int], ImageAutoencoder]], Any]:
+    """Decorator: make a builder ``(config, image_size) -> model`` available as ``name``."""
+
+    def decorate(builder: Callable[[AutoencoderConfig, int], ImageAutoencoder]) -> Any:
+        if name in ARCHITECTURES:
+            raise ValueError(f"autoencoder architecture '{name}' is already registered")
+        ARCHITECTURES[name] = builder
+        return builder
+
+    return decorate
+
+
+@dataclass(frozen=True)
+class AutoencoderConfig:
+    """Options of a base autoencoder and its training.
+
+    Parameters
+    ----------
+    architecture : ``mlp``, ``cnn`` or ``vit`` (:data:`ARCHITECTURES`).
+    latent_dim : the latent dimension (the paper's ``--ae-latent-dim``, 256).
+    hidden_dim : width of the MLP's hidden layer.
+    width : channels of the CNN's first convolution (doubled at each of 3 stride-2 steps).
+    patch_size, vit_dim, vit_depth, vit_heads : the ViT's patches (must divide the image
+        size), token width, transformer layers (encoder and decoder each) and heads.
+    epochs, batch_size, lr : Adam on the pixel MSE; the last incomplete batch is used.
+    augment : rotate each training image by a random multiple of a quarter turn (the
+        paper's ``--ae-augment``), drawn per sample from the epoch's generator.
+    seed : seeds initialisation, batch order and augmentation.
+    """
+
+    architecture: str = "mlp"
+    latent_dim: int = 256
+    hidden_dim: int = 512
+    width: int = 32
+    patch_size: int = 4
+    vit_dim: int = 64
+    vit_depth: int = 2
+    vit_heads: int = 4
+    epochs: int = 100
+    batch_size: int = 128
+    lr: float = 1e-3
+    augment: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(
+                f"autoencoder.architecture must be one of {sorted(ARCHITECTURES)}, "
+                f"got '{self.architecture}'"
+            )
+        for key in (
+            "latent_dim",
+            "hidden_dim",
+            "width",
+            "patch_size",
+            "vit_dim",
+            "vit_depth",
+            "vit_heads",
+            "epochs",
+            "batch_size",
+        ):
+            if getattr(self, key) < 1:
+                raise ValueError(f"autoencoder.{key} must be positive, got {getattr(self, key)}")
+        if self.vit_dim % self.vit_heads:
+            raise ValueError(
+                f"autoencoder.vit_dim ({self.vit_dim}) must be divisible by vit_heads "
+                f"({self.vit_heads})"
+            )
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"autoencoder.lr must be positive and finite, got {self.lr}")
+        if self.seed < 0:
+            raise ValueError(f"autoencoder.seed must be >= 0, got {self.seed}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> AutoencoderConfig:
+        unknown = set(record) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown autoencoder config keys: {sorted(unknown)}")
+        return cls(**record)
+
+
+# ---------------------------------------------------------------------- architectures
+
+
+class MLPAutoencoder(ImageAutoencoder):
+    """Flatten -> hidden (ReLU) -> latent; latent -> hidden (ReLU) -> pixels (sigmoid)."""
+
+    def __init__(self, image_size: int, latent_dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.image_size, self.latent_dim = image_size, latent_dim
+        pixels = CHANNELS * image_size * image_size
+        self.encoder = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(pixels, hidden_dim),
+            nn.ReLU(),
+            nn.Linear(hidden_dim, latent_dim),
+        )
+        self.decoder = nn.Sequential(
+            nn.Linear(latent_dim, hidden_dim),
+            nn.ReLU(),
+            nn.Linear(hidden_dim, pixels),
+            nn.Sigmoid(),
+        )
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+    def decode(self, h: torch.Tensor) -> torch.Tensor:
+        return self.decoder(h).view(-1, CHANNELS, self.image_size, self.image_size)
+
+
+class CNNAutoencoder(ImageAutoencoder):
+    """Three stride-2 3x3 convolutions (ReLU) and a linear map to the latent; mirrored.
+
+    The image size must be divisible by 8.
+    """
+
+    def __init__(self, image_size: int, latent_dim: int, width: int) -> None:
+        super().__init__()
+        if image_size % 8:
+            raise ValueError(
+                f"the cnn autoencoder needs an image size divisible by 8, got {image_size}"
+            )
+        self.image_size, self.latent_dim = image_size, latent_dim
+        self.bottom = image_size // 8
+        channels = (CHANNELS, width, 2 * width, 4 * width)
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip(channels[:-1], channels[1:], strict=True):
+            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.ReLU()]
+        self.encoder = nn.Sequential(
+            *layers, nn.Flatten(), nn.Linear(channels[-1] * self.bottom**2, latent_dim)
+        )
+        self.project = nn.Linear(latent_dim, channels[-1] * self.bottom**2)
+        up: list[nn.Module] = []
+        reversed_channels = channels[::-1]
+        for index, (c_in, c_out) in enumerate(
+            zip(reversed_channels[:-1], reversed_channels[1:], strict=True)
+        ):
+            up.append(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1))
+            up.append(nn.ReLU() if index < len(reversed_channels) - 2 else nn.Sigmoid())
+        self.decoder = nn.Sequential(*up)
+        self.width = width
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+    def decode(self, h: torch.Tensor) -> torch.Tensor:
+        grid = torch.relu(self.project(h)).view(-1, 4 * self.width, self.bottom, self.bottom)
+        return self.decoder(grid)
+
+
+class ViTAutoencoder(ImageAutoencoder):
+    """A small ViT: patch embedding, transformer, mean pool -> latent; and back.
+
+    Decoding adds the projected latent to learned per-patch queries, runs a second
+    transformer and maps each token to its patch's pixels. Dropout is zero, so training
+    is deterministic given the seed.
+    """
+
+    def __init__(
+        self, image_size: int, latent_dim: int, patch_size: int, dim: int, depth: int, heads: int
+    ) -> None:
+        super().__init__()
+        if image_size % patch_size:
+            raise ValueError(
+                f"the vit autoencoder needs patch_size ({patch_size}) to divide the image "
+                f"size ({image_size})"
+            )
+        self.image_size, self.latent_dim, self.patch_size = image_size, latent_dim, patch_size
+        self.grid = image_size // patch_size
+        tokens = self.grid**2
+        self.embed = nn.Conv2d(CHANNELS, dim, patch_size, stride=patch_size)
+        self.position = nn.Parameter(torch.randn(1, tokens, dim) * 0.02)
+        self.encoder = self._transformer(dim, depth, heads)
+        self.to_latent = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, latent_dim))
+        self.from_latent = nn.Linear(latent_dim, dim)
+        self.queries = nn.Parameter(torch.randn(1, tokens, dim) * 0.02)
+        self.decoder = self._transformer(dim, depth, heads)
+        self.to_pixels = nn.Sequential(
+            nn.LayerNorm(dim), nn.Linear(dim, CHANNELS * patch_size * patch_size)
+        )
+
+    @staticmethod
+    def _transformer(dim: int, depth: int, heads: int) -> nn.TransformerEncoder:
+        layer = nn.TransformerEncoderLayer(
+            dim, heads, dim_feedforward=2 * dim, dropout=0.0, batch_first=True, norm_first=True
+        )
+        return nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.embed(x).flatten(2).transpose(1, 2) + self.position
+        return self.to_latent(self.encoder(tokens).mean(dim=1))
+
+    def decode(self, h: torch.Tensor) -> torch.Tensor:
+        tokens = self.decoder(self.queries + self.from_latent(h)[:, None, :])
+        patches = torch.sigmoid(self.to_pixels(tokens))  # [B, grid^2, C p p]
+        b, p, g = h.shape[0], self.patch_size, self.grid
+        patches = patches.view(b, g, g, CHANNELS, p, p).permute(0, 3, 1, 4, 2, 5)
+        return patches.reshape(b, CHANNELS, g * p, g * p)
+
+
+@register_autoencoder("mlp")
+def _build_mlp(config: AutoencoderConfig, image_size: int) -> ImageAutoencoder:
+    return MLPAutoencoder(image_size, config.latent_dim, config.hidden_dim)
+
+
+@register_autoencoder("cnn")
+def _build_cnn(config: AutoencoderConfig, image_size: int) -> ImageAutoencoder:
+    return CNNAutoencoder(image_size, config.latent_dim, config.width)
+
+
+@register_autoencoder("vit")
+def _build_vit(config: AutoencoderConfig, image_size: int) -> ImageAutoencoder:
+    return ViTAutoencoder(
+        image_size,
+        config.latent_dim,
+        config.patch_size,
+        config.vit_dim,
+        config.vit_depth,
+        config.vit_heads,
+    )
+
+
+def build_autoencoder(config: AutoencoderConfig, image_size: int) -> ImageAutoencoder:
+    """A new (randomly initialised, from the global generator) model for ``image_size``."""
+    return ARCHITECTURES[config.architecture](config, image_size)
+
+
+# ---------------------------------------------------------------------- training
+
+
+def random_rotations(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each image turned by its own random multiple of a quarter turn (exact)."""
+    turns = torch.randint(0, QUARTER_TURNS, (images.shape[0],), generator=generator)
+    rotated = images.clone()
+    for k in range(1, QUARTER_TURNS):
+        chosen = turns == k
+        if bool(chosen.any()):
+            rotated[chosen] = torch.rot90(images[chosen], k, dims=(-2, -1))
+    return rotated
+
+
+def _check_images(images: torch.Tensor) -> None:
+    if images.ndim != 4 or images.shape[1] != CHANNELS or images.shape[2] != images.shape[3]:
+        raise ValueError(f"expected square RGB images [N, 3, S, S], got {list(images.shape)}")
+    if not images.is_floating_point():
+        raise ValueError("expected float images in [0, 1]; convert uint8 images with x / 255")
+
+
+def train_autoencoder(
+    images: torch.Tensor,
+    config: AutoencoderConfig,
+    device: torch.device | str = "cpu",
+    checkpoint: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> tuple[ImageAutoencoder, list[dict[str, Any]]]:
+    """Train a base autoencoder on float images ``[N, 3, S, S]`` in ``[0, 1]``.
+
+    Parameters
+    ----------
+    images : the training images (for the shapes, the canonical images: augmentation
+        supplies the rotations).
+    config : what to train, and how.
+    device : where to train.
+    checkpoint : a file rewritten after every epoch; when it exists training resumes
+        from it (same config, except possibly a larger ``epochs``).
+    progress : show a tqdm bar over epochs.
+
+    Returns
+    -------
+    ``(model in eval mode on device, history)``; history has one record per epoch with
+    ``epoch``, ``loss`` (mean pixel MSE over the epoch's samples) and ``seconds``.
+    """
+    _check_images(images)
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = build_autoencoder(config, images.shape[-1])
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    record = config.to_dict()
+    start_epoch, step, history = 0, 0, []
+    if checkpoint is not None and Path(checkpoint).exists():
+        start_epoch, step, history = load_checkpoint(
+            checkpoint, CHECKPOINT_KIND, model, optimizer, record
+        )
+        log.info("resuming autoencoder training from %s after epoch %d", checkpoint, start_epoch)
+    count = images.shape[0]
+    bar = tqdm(
+        range(start_epoch, config.epochs),
+        desc=f"autoencoder {config.architecture}",
+        initial=start_epoch,
+        total=config.epochs,
+        disable=not progress,
+        **progress_kwargs(),
+    )
+    for epoch in bar:
+        started = time.perf_counter()
+        model.train()
+        order = torch.randperm(
+            count, generator=epoch_generator(config.seed, epoch, _SHUFFLE_STREAM)
+        )
+        augment_generator = epoch_generator(config.seed, epoch, _AUGMENT_STREAM)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        for start in range(0, count, config.batch_size):
+            batch = images[order[start : start + config.batch_size]]
+            if config.augment:
+                batch = random_rotations(batch, augment_generator)
+            batch = batch.to(device)
+            reconstruction, _ = model(batch)
+            loss = (reconstruction - batch).pow(2).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach().double() * batch.shape[0]
+            step += 1
+        mean_loss = float(loss_sum) / count
+        if not math.isfinite(mean_loss):
+            raise FloatingPointError(
+                f"autoencoder training diverged in epoch {epoch + 1}; lower autoencoder.lr"
+            )
+        history.append(
+            {"epoch": epoch + 1, "loss": mean_loss, "seconds": time.perf_counter() - started}
+        )
+        bar.set_postfix(loss=f"{mean_loss:.5f}")
+        log.info("autoencoder epoch %d/%d: mse %.5g", epoch + 1, config.epochs, mean_loss)
+        if checkpoint is not None:
+            save_checkpoint(
+                checkpoint,
+                CHECKPOINT_KIND,
+                model,
+                optimizer,
+                record,
+                epoch + 1,
+                step,
+                history,
+                extra={"image_size": int(images.shape[-1])},
+            )
+    bar.close()
+    return model.eval(), history
+
+
+# ---------------------------------------------------------------------- latents
+
+
+@torch.no_grad()
+def encode_images(
+    model: ImageAutoencoder,
+    images: torch.Tensor,
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Latents float32 ``[N, latent_dim]`` (on the CPU) of float images ``[N, 3, S, S]``."""
+    _check_images(images)
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model.eval().to(device)
+    parts = [
+        model.encode(images[start : start + batch_size].to(device)).float().cpu()
+        for start in range(0, images.shape[0], batch_size)
+    ]
+    return torch.cat(parts) if parts else torch.empty(0, model.latent_dim)
+
+
+@torch.no_grad()
+def orbit_latents(
+    model: ImageAutoencoder,
+    images: torch.Tensor,
+    orbit_size: int = 4,
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Latents ``[N, n, latent_dim]`` of the orbits of canonical images ``[N, 3, S, S]``.
+
+    Member j is the latent of ``g^j x`` (:func:`~monoscope.equivariant.orbits.rotate_images`);
+    the rotations are made batch by batch, so memory stays at one batch of images.
+    """
+    check_orbit_size(orbit_size)
+    members = [
+        encode_images(model, rotate_images(images, j, orbit_size), batch_size, device)
+        for j in range(orbit_size)
+    ]
+    return torch.stack(members, dim=1)
+
+
+# ---------------------------------------------------------------------- files
+
+
+def save_autoencoder(
+    path: str | os.PathLike,
+    model: ImageAutoencoder,
+    config: AutoencoderConfig,
+    history: list[dict[str, Any]] | None = None,
+) -> None:
+    """Write a trained model: tensors ``model/<name>``; metadata kind, config, image size."""
+    tensors = {f"model/{name}": value for name, value in model.state_dict().items()}
+    metadata = {
+        "kind": MODEL_KIND,
+        "config": config.to_dict(),
+        "image_size": int(model.image_size),
+        "history": history or [],
+    }
+    save_tensors(path, tensors, metadata)
+
+
+def load_autoencoder(
+    path: str | os.PathLike, device: torch.device | str = "cpu"
+) -> tuple[ImageAutoencoder, AutoencoderConfig, list[dict[str, Any]]]:
+    """Rebuild a model from :func:`save_autoencoder`'s file or a training checkpoint.
+
+    Returns ``(model in eval mode on device, config, history)``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"autoencoder not found: {path} (written by monoscope.equivariant.autoencoders."
+            "save_autoencoder or train_autoencoder's checkpoint)"
+        )
+    tensors, metadata = load_tensors(path)
+    if metadata.get("kind") not in (MODEL_KIND, CHECKPOINT_KIND):
+        raise ValueError(f"{path} holds no base autoencoder (kind {metadata.get('kind')!r})")
+    config = AutoencoderConfig.from_dict(metadata["config"])
+    with torch.random.fork_rng(devices=[]):
+        model = build_autoencoder(config, int(metadata["image_size"]))
+    model.load_state_dict(split_prefix(tensors, "model/"))
+    return model.to(device).eval(), config, list(metadata.get("history", []))

@@ -1,0 +1,803 @@
+"""TopK SAEs on orbit latents: vanilla, equivariant (three losses) and archetypal.
+
+Every SAE here reads the latents of whole orbits, ``a [B, n, d]`` with member
+``a_j = h(g^j x)`` (:mod:`monoscope.equivariant.orbits`), and shares one parametrisation
+(the notation of :mod:`monoscope.sae.base`)::
+
+    c     = a - b_d                      pre-encoder bias (``pre_encoder_bias``; else c = a)
+    pre   = W_e c + b_e                  ``linear`` encoder, W_e [K, d]
+    pre   = W_e ReLU(W_h c + b_h) + b_e  ``nonlinear`` encoder (the paper's default),
+                                         W_h [H, d], W_e [K, H]
+    z     = ReLU(TopK_k(pre))            exactly k pre-activations kept, then the ReLU
+    D(z)  = W_d z + b_d                  decoder, W_d [d, K], columns of unit norm
+                                         (``unit_decoder``, the paper's --sae-unit-decoder)
+
+The families differ in what the decoder is and in the loss. M is the fitted latent
+action of the generator g (:mod:`monoscope.equivariant.symmetry`), kept in the SAE as the
+buffer ``symmetry``; ``M^{-j}`` means ``M^{n-j}``. Losses are means over the batch (and
+over member pairs) of squared errors summed over the d latent dimensions.
+
+``vanilla`` (loss_type ``mse``)
+    Members are independent samples: ``L = mean_j ||a_j - D(E(a_j))||^2``.
+
+``equivariant``
+    The symmetry-aware prior of the paper: features are *invariant* (an orbit's members
+    share their codes) and directions *transform* with M (member j is reconstructed
+    as ``M^j`` applied to the canonical-frame decoding). The paper names three
+    ``loss_type`` s and gives no formulas in the seed; we implement each as a complete
+    objective over all pairs (i, j) of members, so that member j's code must explain
+    every member i of its orbit:
+
+    ``latent_inv`` (invariance imposed on the codes)
+        ``z_j = E(a_j)``, ``D(z_j)`` is a canonical-frame latent, and
+        ``L = mean_{i,j} ||a_i - M^i D(z_j)||^2``.
+        The encoder sees each member as it is, so it must learn to give the four
+        rotations the same code; the reconstruction of member j is ``M^j D(z_j)``.
+        Which member is canonical must then be visible in the data (upright shapes,
+        :class:`~monoscope.equivariant.shapes.ShapesConfig` ``canonical_orientation``);
+        otherwise the codes can only explain what an orbit's members share.
+    ``canonical`` (invariance by canonicalising the encoder's input)
+        ``z_j = E(M^{-j} a_j)`` and ``L = mean_{i,j} ||a_i - M^i D(z_j)||^2``.
+        The codes are invariant as far as M is exact; the encoder needs each member's
+        group element j (known for orbit data), which is why the orbit is the unit.
+    ``output_inv`` (invariance imposed on the outputs, compared after mapping back)
+        ``z_j = E(a_j)``, ``D(z_j)`` is in member j's own frame, and
+        ``L = mean_{i,j} ||M^{-i} a_i - M^{-j} D(z_j)||^2``:
+        every member's reconstruction, mapped back to the canonical frame, must match
+        every member's canonicalised latent. Equivalently (expand the square)
+        ``mean_j ||mean_i M^{-i} a_i - M^{-j} D(z_j)||^2`` plus a constant: the mapped-back
+        outputs must all equal the orbit's average canonical latent. This is the
+        weakest prior: the codes need not be invariant, only their decodings
+        consistent under M. The reconstruction of member j is ``D(z_j)``.
+
+    ``b_d`` lives in the canonical frame for ``latent_inv`` and ``canonical`` (it is added
+    before ``M^j``) and is initialised to the mean canonicalised latent; the
+    pre-encoder subtraction uses the same ``b_d`` for every member.
+
+``archetypal`` (Fel et al. 2025, *Archetypal SAE*)
+    The dictionary is tied to the data: atom ``i`` (column i of W_d) is
+    ``sum_c softmax(logits_i)_c C_c`` with C ``[n_centroids, d]`` the k-means centroids
+    (scikit-learn ``KMeans``, seeded) of the training latents (minus the initial ``b_d``
+    when ``pre_encoder_bias``), i.e. a convex combination of centroids, plus, for the
+    relaxed variant (``relaxation`` = delta > 0), an offset of norm at most delta
+    (projected after every step). Atoms are *not* normalised: rescaling would leave the
+    convex hull that is the point of the constraint, and with non-negative codes the
+    scale is absorbed by the encoder. Loss as vanilla. Each atom's logits start at
+    ``log(n_centroids)`` on one centroid (distinct centroids while there are enough) and
+    0 elsewhere, i.e. with about half its weight on one archetype, so atoms do not all
+    start at the centroids' mean.
+
+Training (:func:`train_orbit_sae`): Adam on batches of orbits, the batch order of each
+epoch drawn from ``(seed, epoch)``; resumable from a checkpoint (bit for bit on CPU);
+unit-norm decoder columns kept by removing the gradient along each column before the
+step and renormalising after it. Files are safetensors with the constructor arguments in
+the metadata (:func:`save_orbit_sae`, :func:`load_orbit_sae`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from monoscope.equivariant.checkpoints import (
+    epoch_generator,
+    load_checkpoint,
+    save_checkpoint,
+    split_prefix,
+)
+from monoscope.equivariant.orbits import check_orbit_size
+from monoscope.equivariant.symmetry import symmetry_powers, to_canonical
+from monoscope.io import load_tensors, save_tensors
+from monoscope.logs import progress_kwargs
+
+log = logging.getLogger(__name__)
+
+FAMILIES = ("vanilla", "equivariant", "archetypal")
+LOSS_TYPES = ("latent_inv", "canonical", "output_inv")
+PLAIN_LOSS = "mse"
+ENCODER_TYPES = ("linear", "nonlinear")
+MODEL_KIND = "equivariant_orbit_sae"
+CHECKPOINT_KIND = "equivariant_orbit_sae_checkpoint"
+# Guards divisions by a column norm: a column reaches zero only through a bad update.
+NORM_EPSILON = 1e-12
+_SHUFFLE_STREAM = 0
+
+
+# ---------------------------------------------------------------------- config
+
+
+@dataclass(frozen=True)
+class OrbitSAEConfig:
+    """Options of an orbit SAE and its training (paper flag names in brackets).
+
+    Parameters
+    ----------
+    family : ``vanilla``, ``equivariant`` or ``archetypal``.
+    loss_type : for ``equivariant`` one of :data:`LOSS_TYPES` (required); the other
+        families take ``mse`` (``None`` resolves to it) [--sae-loss-type].
+    k : codes kept per vector [--sae-topk].
+    expansion : K = round(expansion * d) features, unless ``num_features`` is set
+        [--sae-expansion; --sae-latent-dim sets num_features].
+    encoder_type : ``nonlinear`` (one ReLU hidden layer) or ``linear`` [--sae-enc-type].
+    hidden_dim : H, the nonlinear encoder's hidden width [--sae-hidden-dim].
+    unit_decoder : keep decoder columns at unit norm [--sae-unit-decoder]; ``None``
+        resolves to True, except for ``archetypal`` (whose atoms are convex combinations
+        and must be False).
+    pre_encoder_bias : subtract b_d before encoding [--pre-encoder-bias].
+    n_centroids : k-means centroids of the archetypal dictionary [--n-arch-clusters].
+    relaxation : delta, the bound on the norm of the archetypal atoms' free offset
+        (0: atoms are exact convex combinations). Ignored by other families.
+    lr, epochs, batch_size : Adam, and the length of training in epochs over orbits;
+        a batch holds ``batch_size`` orbits [--learning-rate, --epochs, --batch-size].
+    seed : seeds initialisation, k-means and the batch order [--seed].
+    """
+
+    family: str = "vanilla"
+    loss_type: str | None = None
+    k: int = 8
+    expansion: float = 4.0
+    num_features: int | None = None
+    encoder_type: str = "nonlinear"
+    hidden_dim: int = 128
+    unit_decoder: bool | None = None
+    pre_encoder_bias: bool = True
+    n_centroids: int = 2048
+    relaxation: float = 0.0
+    lr: float = 5e-4
+    epochs: int = 100
+    batch_size: int = 128
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"sae.family must be one of {FAMILIES}, got '{self.family}'")
+        if self.family == "equivariant":
+            if self.loss_type not in LOSS_TYPES:
+                raise ValueError(
+                    f"sae.loss_type must be one of {LOSS_TYPES} for the equivariant family, "
+                    f"got {self.loss_type!r}"
+                )
+        else:
+            if self.loss_type is None:
+                object.__setattr__(self, "loss_type", PLAIN_LOSS)
+            if self.loss_type != PLAIN_LOSS:
+                raise ValueError(
+                    f"sae.loss_type must be '{PLAIN_LOSS}' (or null) for the {self.family} "
+                    f"family, got {self.loss_type!r}; the losses {LOSS_TYPES} belong to "
+                    "family: equivariant"
+                )
+        if self.unit_decoder is None:
+            object.__setattr__(self, "unit_decoder", self.family != "archetypal")
+        if self.family == "archetypal" and self.unit_decoder:
+            raise ValueError(
+                "sae.unit_decoder must be false for the archetypal family: its atoms are "
+                "convex combinations of centroids, which normalising would break"
+            )
+        if self.encoder_type not in ENCODER_TYPES:
+            raise ValueError(
+                f"sae.encoder_type must be one of {ENCODER_TYPES}, got '{self.encoder_type}'"
+            )
+        checks = (
+            ("k", self.k >= 1, "positive"),
+            ("expansion", self.expansion > 0 and math.isfinite(self.expansion), "positive"),
+            (
+                "num_features",
+                self.num_features is None or self.num_features >= 1,
+                "positive or null",
+            ),
+            ("hidden_dim", self.hidden_dim >= 1, "positive"),
+            ("n_centroids", self.n_centroids >= 1, "positive"),
+            ("relaxation", self.relaxation >= 0 and math.isfinite(self.relaxation), ">= 0"),
+            ("lr", self.lr > 0 and math.isfinite(self.lr), "positive and finite"),
+            ("epochs", self.epochs >= 1, "positive"),
+            ("batch_size", self.batch_size >= 1, "positive"),
+            ("seed", self.seed >= 0, ">= 0"),
+        )
+        for key, valid, requirement in checks:
+            if not valid:
+                raise ValueError(f"sae.{key} must be {requirement}, got {getattr(self, key)!r}")
+        if self.num_features is not None and self.k > self.num_features:
+            raise ValueError(f"sae.k ({self.k}) exceeds sae.num_features ({self.num_features})")
+
+    def features_for(self, input_dim: int) -> int:
+        """K for inputs of dimension ``input_dim``."""
+        if self.num_features is not None:
+            return self.num_features
+        return max(1, round(self.expansion * input_dim))
+
+    @property
+    def name(self) -> str:
+        """A short label: the family, with the loss type for equivariant SAEs."""
+        return f"equivariant_{self.loss_type}" if self.family == "equivariant" else self.family
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> OrbitSAEConfig:
+        unknown = set(record) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown sae config keys: {sorted(unknown)}")
+        return cls(**record)
+
+
+# ---------------------------------------------------------------------- the model
+
+
+def topk_relu(pre: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep the k largest entries of the last axis (exactly k), zero the rest, then ReLU."""
+    values, indices = pre.topk(k, dim=-1)
+    return torch.zeros_like(pre).scatter(-1, indices, torch.relu(values))
+
+
+class OrbitSAE(nn.Module):
+    """A TopK SAE of one family (see the module docstring for the notation).
+
+    Parameters are the fields of :class:`OrbitSAEConfig` that shape the model, plus the
+    input dimension d, the feature count K and the orbit size n.
+
+    Attributes
+    ----------
+    encoder, encoder_bias : W_e ``[K, d]`` (linear) or ``[K, H]`` (nonlinear), b_e ``[K]``.
+    encoder_hidden, encoder_hidden_bias : W_h ``[H, d]``, b_h ``[H]`` (nonlinear only).
+    decoder : W_d ``[d, K]`` (vanilla, equivariant); archetypal SAEs have instead
+        ``archetype_logits [K, C]``, the buffer ``centroids [C, d]`` and, when relaxed,
+        ``relaxation_offsets [d, K]``; :meth:`dictionary` gives W_d for every family.
+    decoder_bias : b_d ``[d]``.
+    symmetry : buffer M ``[d, d]`` (equivariant only; identity until set).
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        num_features: int,
+        k: int,
+        orbit_size: int = 4,
+        family: str = "vanilla",
+        loss_type: str = PLAIN_LOSS,
+        encoder_type: str = "nonlinear",
+        hidden_dim: int = 128,
+        unit_decoder: bool = True,
+        pre_encoder_bias: bool = True,
+        n_centroids: int = 0,
+        relaxation: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if input_dim < 1 or num_features < 1:
+            raise ValueError(
+                f"input_dim and num_features must be positive, got {input_dim}, {num_features}"
+            )
+        if not 1 <= k <= num_features:
+            raise ValueError(f"k must be in [1, num_features={num_features}], got {k}")
+        check_orbit_size(orbit_size)
+        if family == "archetypal" and n_centroids < 1:
+            raise ValueError("an archetypal SAE needs n_centroids >= 1")
+        self.input_dim, self.num_features, self.k = input_dim, num_features, k
+        self.orbit_size, self.family, self.loss_type = orbit_size, family, loss_type
+        self.encoder_type, self.hidden_dim = encoder_type, hidden_dim
+        self.unit_decoder, self.pre_encoder_bias = unit_decoder, pre_encoder_bias
+        self.n_centroids, self.relaxation = n_centroids if family == "archetypal" else 0, relaxation
+
+        encoder_in = input_dim
+        if encoder_type == "nonlinear":
+            self.encoder_hidden = nn.Parameter(torch.empty(hidden_dim, input_dim))
+            self.encoder_hidden_bias = nn.Parameter(torch.zeros(hidden_dim))
+            encoder_in = hidden_dim
+        self.encoder = nn.Parameter(torch.empty(num_features, encoder_in))
+        self.encoder_bias = nn.Parameter(torch.zeros(num_features))
+        self.decoder_bias = nn.Parameter(torch.zeros(input_dim))
+        if family == "archetypal":
+            self.archetype_logits = nn.Parameter(torch.zeros(num_features, self.n_centroids))
+            self.register_buffer("centroids", torch.zeros(self.n_centroids, input_dim))
+            if relaxation > 0:
+                self.relaxation_offsets = nn.Parameter(torch.zeros(input_dim, num_features))
+        else:
+            self.decoder = nn.Parameter(torch.empty(input_dim, num_features))
+        if family == "equivariant":
+            self.register_buffer("symmetry", torch.eye(input_dim))
+        self.reset_parameters()
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments; JSON-serialisable."""
+        return {
+            "input_dim": self.input_dim,
+            "num_features": self.num_features,
+            "k": self.k,
+            "orbit_size": self.orbit_size,
+            "family": self.family,
+            "loss_type": self.loss_type,
+            "encoder_type": self.encoder_type,
+            "hidden_dim": self.hidden_dim,
+            "unit_decoder": self.unit_decoder,
+            "pre_encoder_bias": self.pre_encoder_bias,
+            "n_centroids": self.n_centroids,
+            "relaxation": self.relaxation,
+        }
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Random unit decoder columns; a linear encoder tied to them, a nonlinear one
+        Kaiming-uniform (as ``nn.Linear``); zero biases. Uses the global generator."""
+        if self.family == "archetypal":
+            count = self.n_centroids
+            if self.num_features <= count:
+                chosen = torch.randperm(count)[: self.num_features]
+            else:
+                chosen = torch.randint(0, count, (self.num_features,))
+            self.archetype_logits.zero_()
+            self.archetype_logits[torch.arange(self.num_features), chosen] = math.log(max(count, 2))
+        else:
+            self.decoder.normal_()
+            self.normalize_decoder_()
+        if self.encoder_type == "nonlinear":
+            nn.init.kaiming_uniform_(self.encoder_hidden, a=5**0.5)
+            nn.init.kaiming_uniform_(self.encoder, a=5**0.5)
+        elif self.family == "archetypal":
+            nn.init.kaiming_uniform_(self.encoder, a=5**0.5)
+        else:
+            self.encoder.copy_(self.decoder.T)
+
+    # -------------------------------------------------------------- encode and decode
+
+    def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
+        """``[..., d] -> [..., K]`` before the TopK."""
+        if self.pre_encoder_bias:
+            x = x - self.decoder_bias
+        if self.encoder_type == "nonlinear":
+            x = torch.relu(x @ self.encoder_hidden.T + self.encoder_hidden_bias)
+        return x @ self.encoder.T + self.encoder_bias
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Codes ``[..., K]`` of vectors ``[..., d]`` (at most k nonzero, none negative)."""
+        return topk_relu(self.pre_activations(x), self.k)
+
+    def archetype_weights(self) -> torch.Tensor:
+        """``[K, C]``: row i holds atom i's convex weights over the centroids."""
+        return torch.softmax(self.archetype_logits, dim=-1)
+
+    def dictionary(self) -> torch.Tensor:
+        """W_d ``[d, K]`` (for archetypal SAEs computed from weights and centroids)."""
+        if self.family != "archetypal":
+            return self.decoder
+        atoms = (self.archetype_weights() @ self.centroids).T
+        if self.relaxation > 0:
+            atoms = atoms + self.relaxation_offsets
+        return atoms
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """``W_d z + b_d``, ``[..., K] -> [..., d]``."""
+        return codes @ self.dictionary().T + self.decoder_bias
+
+    def _powers(self) -> torch.Tensor:
+        return symmetry_powers(self.symmetry, self.orbit_size)
+
+    def _check_orbit(self, orbit: torch.Tensor) -> None:
+        if orbit.ndim != 3 or orbit.shape[1:] != (self.orbit_size, self.input_dim):
+            raise ValueError(
+                f"expected orbit latents [B, {self.orbit_size}, {self.input_dim}], got "
+                f"{list(orbit.shape)}"
+            )
+
+    def encode_orbit(self, orbit: torch.Tensor) -> torch.Tensor:
+        """Codes ``[B, n, K]`` of every member of orbits ``[B, n, d]``.
+
+        The ``canonical`` loss type encodes ``M^{-j} a_j``; every other SAE encodes
+        ``a_j`` as it is.
+        """
+        self._check_orbit(orbit)
+        if self.loss_type == "canonical":
+            orbit = to_canonical(orbit, self.symmetry)
+        return self.encode(orbit)
+
+    def decode_orbit(self, codes: torch.Tensor) -> torch.Tensor:
+        """Member-wise reconstructions ``[B, n, d]`` from codes ``[B, n, K]``.
+
+        ``latent_inv`` and ``canonical`` decode to the canonical frame and move member j's
+        decoding by ``M^j``; the others decode in the member's own frame.
+        """
+        decoded = self.decode(codes)
+        if self.loss_type in ("latent_inv", "canonical"):
+            return torch.einsum("bjd,jed->bje", decoded, self._powers())
+        return decoded
+
+    def reconstruct_orbit(self, orbit: torch.Tensor) -> torch.Tensor:
+        """Member-wise reconstructions ``[B, n, d]`` of orbits ``[B, n, d]``."""
+        return self.decode_orbit(self.encode_orbit(orbit))
+
+    def forward(self, orbit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(reconstructions [B, n, d], codes [B, n, K])``."""
+        codes = self.encode_orbit(orbit)
+        return self.decode_orbit(codes), codes
+
+    # -------------------------------------------------------------- the loss
+
+    def loss_and_codes(self, orbit: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Loss terms (``loss``, the objective; ``mse``, the member-wise reconstruction
+        error, detached) and the codes ``[B, n, K]``."""
+        codes = self.encode_orbit(orbit)
+        decoded = self.decode(codes)  # [B, n, d]
+        if self.loss_type in ("latent_inv", "canonical"):
+            # predicted[b, i, j] = M^i D(z_j): member j's code, shown in member i's frame.
+            predicted = torch.einsum("bjd,ied->bije", decoded, self._powers())
+            loss = (orbit[:, :, None, :] - predicted).pow(2).sum(dim=-1).mean()
+            members = torch.diagonal(predicted, dim1=1, dim2=2).transpose(1, 2)
+        elif self.loss_type == "output_inv":
+            targets = to_canonical(orbit, self.symmetry)  # M^{-i} a_i
+            outputs = to_canonical(decoded, self.symmetry)  # M^{-j} D(z_j)
+            loss = (targets[:, :, None, :] - outputs[:, None, :, :]).pow(2).sum(dim=-1).mean()
+            members = decoded
+        else:
+            members = decoded
+            loss = (orbit - members).pow(2).sum(dim=-1).mean()
+        mse = (orbit - members).detach().pow(2).sum(dim=-1).mean()
+        return {"loss": loss, "mse": mse}, codes
+
+    # -------------------------------------------------------------- constraints
+
+    @torch.no_grad()
+    def normalize_decoder_(self) -> None:
+        """Rescale every decoder column to unit L2 norm (in place; not archetypal)."""
+        self.decoder.div_(self.decoder.norm(dim=0, keepdim=True).clamp_min(NORM_EPSILON))
+
+    @torch.no_grad()
+    def remove_parallel_decoder_grad_(self) -> None:
+        """Remove from W_d.grad its component along each (unit) column, in place.
+
+        A step along a column would only change its length, which the renormalisation
+        undoes; removing it keeps Adam's step for the directions that matter.
+        """
+        grad = self.decoder.grad
+        if grad is None:
+            return
+        along = (grad * self.decoder).sum(dim=0, keepdim=True)
+        squared = self.decoder.pow(2).sum(dim=0, keepdim=True).clamp_min(NORM_EPSILON)
+        grad.sub_(self.decoder * (along / squared))
+
+    @torch.no_grad()
+    def project_relaxation_(self) -> None:
+        """Shrink each archetypal offset column to norm at most ``relaxation``."""
+        if self.family != "archetypal" or self.relaxation <= 0:
+            return
+        norms = self.relaxation_offsets.norm(dim=0, keepdim=True)
+        self.relaxation_offsets.mul_(
+            (self.relaxation / norms.clamp_min(NORM_EPSILON)).clamp(max=1.0)
+        )
+
+    def apply_constraints_(self) -> None:
+        """What follows every optimiser step: unit decoder columns, bounded offsets."""
+        if self.unit_decoder:
+            self.normalize_decoder_()
+        self.project_relaxation_()
+
+
+def build_orbit_sae(config: OrbitSAEConfig, input_dim: int, orbit_size: int) -> OrbitSAE:
+    """A new SAE from ``config`` (initialised from the global generator)."""
+    num_features = config.features_for(input_dim)
+    if config.k > num_features:
+        raise ValueError(f"sae.k ({config.k}) exceeds the {num_features} features")
+    return OrbitSAE(
+        input_dim,
+        num_features,
+        config.k,
+        orbit_size=orbit_size,
+        family=config.family,
+        loss_type=str(config.loss_type),
+        encoder_type=config.encoder_type,
+        hidden_dim=config.hidden_dim,
+        unit_decoder=bool(config.unit_decoder),
+        pre_encoder_bias=config.pre_encoder_bias,
+        n_centroids=config.n_centroids,
+        relaxation=config.relaxation,
+    )
+
+
+# ---------------------------------------------------------------------- data-dependent init
+
+
+def kmeans_centroids(vectors: torch.Tensor, n_centroids: int, seed: int) -> torch.Tensor:
+    """Centroids ``[C, d]`` of ``vectors [N, d]`` by scikit-learn's ``KMeans`` (seeded)."""
+    from sklearn.cluster import KMeans
+
+    if n_centroids > vectors.shape[0]:
+        raise ValueError(
+            f"sae.n_centroids ({n_centroids}) exceeds the {vectors.shape[0]} training vectors; "
+            "lower it"
+        )
+    kmeans = KMeans(n_clusters=n_centroids, n_init=1, random_state=seed)
+    kmeans.fit(vectors.double().numpy())
+    return torch.from_numpy(kmeans.cluster_centers_).float()
+
+
+@torch.no_grad()
+def init_from_data(sae: OrbitSAE, latents: torch.Tensor, seed: int) -> None:
+    """Set b_d to the mean training vector (canonicalised for ``latent_inv`` and
+    ``canonical``) and, for archetypal SAEs, the centroids."""
+    frames = (
+        to_canonical(latents, sae.symmetry)
+        if sae.loss_type in ("latent_inv", "canonical")
+        else latents
+    )
+    flat = frames.reshape(-1, sae.input_dim).double()
+    sae.decoder_bias.copy_(flat.mean(dim=0).float())
+    if sae.family == "archetypal":
+        centred = latents.reshape(-1, sae.input_dim)
+        if sae.pre_encoder_bias:
+            centred = centred - sae.decoder_bias
+        sae.centroids.copy_(kmeans_centroids(centred, sae.n_centroids, seed))
+
+
+# ---------------------------------------------------------------------- training
+
+
+def _check_latents(latents: torch.Tensor) -> None:
+    if latents.ndim != 3 or not latents.is_floating_point():
+        raise ValueError(f"expected float orbit latents [N, n, d], got {list(latents.shape)}")
+    check_orbit_size(latents.shape[1])
+    if latents.shape[0] < 1:
+        raise ValueError("no orbit latents to train on")
+
+
+def train_orbit_sae(
+    latents: torch.Tensor,
+    config: OrbitSAEConfig,
+    symmetry: torch.Tensor | None = None,
+    device: torch.device | str = "cpu",
+    checkpoint: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> tuple[OrbitSAE, list[dict[str, Any]]]:
+    """Train an SAE of ``config.family`` on orbit latents ``[N, n, d]``.
+
+    Parameters
+    ----------
+    latents : training orbits (float).
+    config : the options.
+    symmetry : M ``[d, d]``, required by (only) the equivariant family
+        (:func:`monoscope.equivariant.symmetry.fit_symmetry`).
+    device : where to train.
+    checkpoint : a file rewritten after every epoch; when it exists training resumes
+        from it (same config, except possibly a larger ``epochs``; same M).
+    progress : show a tqdm bar over steps.
+
+    Returns
+    -------
+    ``(sae in eval mode on device, history)``; one history record per epoch with
+    ``epoch``, ``steps``, ``loss`` and ``mse`` (means over the epoch's orbits), ``l0``
+    (mean nonzero codes per vector), ``dead_fraction`` (features that did not fire in the
+    epoch) and ``seconds``.
+    """
+    _check_latents(latents)
+    device = torch.device(device)
+    count, orbit_size, dim = latents.shape
+    if config.family == "equivariant":
+        if symmetry is None:
+            raise ValueError("the equivariant family needs the latent action M (symmetry=...)")
+        if symmetry.shape != (dim, dim):
+            raise ValueError(f"symmetry must be [{dim}, {dim}], got {list(symmetry.shape)}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        sae = build_orbit_sae(config, dim, orbit_size)
+    if config.family == "equivariant":
+        sae.symmetry.copy_(symmetry.float())
+    resume = checkpoint is not None and Path(checkpoint).exists()
+    if not resume:
+        init_from_data(sae, latents.float(), config.seed)
+        sae.apply_constraints_()
+    sae.to(device)
+    optimizer = torch.optim.Adam(sae.parameters(), lr=config.lr)
+    record = config.to_dict()
+    start_epoch, step, history = 0, 0, []
+    if resume:
+        start_epoch, step, history = load_checkpoint(
+            checkpoint, CHECKPOINT_KIND, sae, optimizer, record
+        )
+        if config.family == "equivariant" and not torch.equal(
+            sae.symmetry.cpu(), symmetry.float().cpu()
+        ):
+            raise ValueError(
+                f"checkpoint {checkpoint} was trained with another M; delete it to start afresh"
+            )
+        log.info("resuming SAE training from %s after epoch %d", checkpoint, start_epoch)
+
+    steps_per_epoch = -(-count // config.batch_size)
+    bar = tqdm(
+        total=config.epochs * steps_per_epoch,
+        initial=start_epoch * steps_per_epoch,
+        desc=f"sae {config.name}",
+        unit="step",
+        disable=not progress,
+        **progress_kwargs(),
+    )
+    with bar:
+        for epoch in range(start_epoch, config.epochs):
+            started = time.perf_counter()
+            sae.train()
+            order = torch.randperm(
+                count, generator=epoch_generator(config.seed, epoch, _SHUFFLE_STREAM)
+            )
+            sums = {"loss": 0.0, "mse": 0.0, "l0": 0.0}
+            fired = torch.zeros(sae.num_features, dtype=torch.bool, device=device)
+            for start in range(0, count, config.batch_size):
+                batch = latents[order[start : start + config.batch_size]].to(device, torch.float32)
+                terms, codes = sae.loss_and_codes(batch)
+                optimizer.zero_grad(set_to_none=True)
+                terms["loss"].backward()
+                if sae.unit_decoder:
+                    sae.remove_parallel_decoder_grad_()
+                optimizer.step()
+                sae.apply_constraints_()
+                active = codes.detach() != 0
+                fired |= active.reshape(-1, sae.num_features).any(dim=0)
+                sums["loss"] += float(terms["loss"].detach()) * len(batch)
+                sums["mse"] += float(terms["mse"]) * len(batch)
+                sums["l0"] += float(active.sum(dim=-1).float().mean()) * len(batch)
+                step += 1
+                bar.update(1)
+            entry = {key: value / count for key, value in sums.items()}
+            if not math.isfinite(entry["loss"]):
+                raise FloatingPointError(
+                    f"SAE training diverged in epoch {epoch + 1}; lower sae.lr"
+                )
+            entry.update(
+                epoch=epoch + 1,
+                steps=step,
+                dead_fraction=float((~fired).float().mean()),
+                seconds=time.perf_counter() - started,
+            )
+            history.append(entry)
+            bar.set_postfix(loss=f"{entry['loss']:.4g}", dead=f"{entry['dead_fraction']:.2f}")
+            log.info(
+                "sae %s epoch %d/%d: loss %.5g, mse %.5g, dead %.3f",
+                config.name,
+                epoch + 1,
+                config.epochs,
+                entry["loss"],
+                entry["mse"],
+                entry["dead_fraction"],
+            )
+            if checkpoint is not None:
+                save_checkpoint(
+                    checkpoint,
+                    CHECKPOINT_KIND,
+                    sae,
+                    optimizer,
+                    record,
+                    epoch + 1,
+                    step,
+                    history,
+                    extra={"sae": sae.config},
+                )
+    return sae.eval(), history
+
+
+# ---------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def encode_orbits(sae: OrbitSAE, latents: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Codes ``[N, n, K]`` (float32, CPU) of orbit latents ``[N, n, d]``, batch by batch."""
+    _check_latents(latents)
+    device = sae.encoder.device
+    sae.eval()
+    parts = [
+        sae.encode_orbit(latents[start : start + batch_size].to(device, torch.float32)).cpu()
+        for start in range(0, latents.shape[0], batch_size)
+    ]
+    return torch.cat(parts)
+
+
+def fraction_of_variance_unexplained(x: torch.Tensor, x_hat: torch.Tensor) -> float:
+    """FVU ``sum ||x - x_hat||^2 / sum ||x - mean(x)||^2`` over rows of ``[N, d]``."""
+    x, x_hat = x.double(), x_hat.double()
+    residual = (x - x_hat).pow(2).sum()
+    total = (x - x.mean(dim=0)).pow(2).sum()
+    return float(residual / total.clamp_min(1e-300))
+
+
+@torch.no_grad()
+def evaluate_orbit_sae(
+    sae: OrbitSAE, latents: torch.Tensor, batch_size: int = 1024
+) -> dict[str, float]:
+    """Reconstruction and sparsity of ``sae`` on orbit latents ``[N, n, d]``.
+
+    Returns
+    -------
+    ``fvu`` (fraction of variance unexplained by the member-wise reconstructions, over
+    all member vectors), ``mse`` (mean over vectors of the squared error summed over d),
+    ``normalized_mse`` (``sum ||a - a_hat||^2 / sum ||a||^2``), ``l0`` (mean nonzero codes
+    per vector), ``dead_fraction`` (features that never fire on these data) and
+    ``orbit_code_variance`` (share of the codes' variance that lies within orbits:
+    0 for perfectly rotation-invariant codes).
+    """
+    _check_latents(latents)
+    device = sae.encoder.device
+    sae.eval()
+    reconstructions, codes = [], []
+    for start in range(0, latents.shape[0], batch_size):
+        batch = latents[start : start + batch_size].to(device, torch.float32)
+        rebuilt, code = sae(batch)
+        reconstructions.append(rebuilt.cpu())
+        codes.append(code.cpu())
+    a = latents.reshape(-1, latents.shape[-1]).double()
+    a_hat = torch.cat(reconstructions).reshape(-1, latents.shape[-1]).double()
+    z = torch.cat(codes).double()  # [N, n, K]
+    within = (z - z.mean(dim=1, keepdim=True)).pow(2).sum()
+    flat = z.reshape(-1, z.shape[-1])
+    total = (flat - flat.mean(dim=0)).pow(2).sum()
+    return {
+        "fvu": fraction_of_variance_unexplained(a, a_hat),
+        "mse": float((a - a_hat).pow(2).sum(dim=1).mean()),
+        "normalized_mse": float((a - a_hat).pow(2).sum() / a.pow(2).sum().clamp_min(1e-300)),
+        "l0": float((flat != 0).sum(dim=1).double().mean()),
+        "dead_fraction": float(((flat != 0).sum(dim=0) == 0).double().mean()),
+        "orbit_code_variance": float(within / total.clamp_min(1e-300)),
+    }
+
+
+# ---------------------------------------------------------------------- files
+
+
+def save_orbit_sae(
+    path: str | os.PathLike,
+    sae: OrbitSAE,
+    config: OrbitSAEConfig,
+    history: list[dict[str, Any]] | None = None,
+) -> None:
+    """Write a trained SAE: tensors ``model/<name>`` (M and the centroids included);
+    metadata ``kind``, ``sae`` (constructor arguments), ``config``, ``history``."""
+    tensors = {f"model/{name}": value for name, value in sae.state_dict().items()}
+    metadata = {
+        "kind": MODEL_KIND,
+        "sae": sae.config,
+        "config": config.to_dict(),
+        "history": history or [],
+    }
+    save_tensors(path, tensors, metadata)
+
+
+def load_orbit_sae(
+    path: str | os.PathLike, device: torch.device | str = "cpu"
+) -> tuple[OrbitSAE, OrbitSAEConfig, list[dict[str, Any]]]:
+    """Rebuild an SAE from :func:`save_orbit_sae`'s file or a training checkpoint.
+
+    Returns ``(sae in eval mode on device, config, history)``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"orbit SAE not found: {path} (written by monoscope.equivariant.saes.save_orbit_sae "
+            "or train_orbit_sae's checkpoint)"
+        )
+    tensors, metadata = load_tensors(path)
+    if metadata.get("kind") not in (MODEL_KIND, CHECKPOINT_KIND):
+        raise ValueError(f"{path} holds no orbit SAE (kind {metadata.get('kind')!r})")
+    arguments = dict(metadata["sae"])
+    with torch.random.fork_rng(devices=[]):
+        sae = OrbitSAE(
+            arguments.pop("input_dim"),
+            arguments.pop("num_features"),
+            arguments.pop("k"),
+            **arguments,
+        )
+    sae.load_state_dict(split_prefix(tensors, "model/"))
+    config = OrbitSAEConfig.from_dict(metadata["config"])
+    return sae.to(device).eval(), config, list(metadata.get("history", []))
+
+
+def orbit_codes_as_rows(codes: torch.Tensor) -> np.ndarray:
+    """Codes ``[N, n, K]`` as a float32 array ``[N * n, K]`` in orbit-major order (the
+    row order of the images of a :class:`~monoscope.equivariant.shapes.ShapesDataset`)."""
+    return codes.reshape(-1, codes.shape[-1]).float().numpy()
