@@ -15,6 +15,20 @@ def repo() -> Path:
     return REPO
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module's tiny workloads on one thread, restoring the setting afterwards.
+
+    Two OpenMP threads gain nothing on 16-pixel images and batches of 8, and on a
+    machine busy with other jobs their spin-waiting makes small steps 100x slower.
+    Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def small_digits():
     """A 300-sample digits data set (all splits) and its config."""

@@ -56,17 +56,7 @@ from monoscope.data import InMemoryDataset
 SIZE = 16  # image side used throughout: small enough for ResNet-18 on two CPU cores
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Run these tiny workloads on one thread, restoring the setting afterwards.
-
-    Two OpenMP threads gain nothing on 16-pixel images and batches of 8, and on a
-    machine busy with other jobs their spin-waiting makes small steps 100x slower.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_config(**overrides) -> PretrainConfig:

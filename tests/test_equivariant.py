@@ -20,13 +20,7 @@ N_ORBITS = 48
 SIZE = 16
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One thread: tiny workloads gain nothing from two, and lose a lot on a busy machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -222,6 +222,34 @@ def test_contrastive_branch_writes_the_robustness_tables(tiny_run):
     assert representations["class consistency"].between(0, 1).all()
 
 
+def test_equivariant_branch_writes_the_probing_tables(tiny_run):
+    """Every architecture gets M, every SAE family and loss type, and probe rows per t."""
+    import pandas as pd
+
+    out = tiny_run / "results" / "tiny"
+    saes = ["vanilla", "equivariant latent_inv", "equivariant canonical"]
+    saes += ["equivariant output_inv", "archetypal"]
+    probes = pd.read_csv(out / "tables" / "equivariant_probes.csv", index_col=[0, 1, 2])
+    assert list(probes.columns) == ["t=1", "t=4"]
+    for arch in ("mlp", "cnn", "vit"):
+        for sae in ["base", *saes]:
+            for probe in ("logistic", "xgboost"):
+                assert (arch, sae, probe) in probes.index, (arch, sae, probe)
+    assert probes.to_numpy().min() >= 0 and probes.to_numpy().max() <= 1
+    invariant = pd.read_csv(
+        out / "tables" / "equivariant_probes_invariant.csv", index_col=[0, 1, 2]
+    )
+    assert invariant.shape == probes.shape
+    reconstruction = pd.read_csv(
+        out / "tables" / "equivariant_reconstruction.csv", index_col=[0, 1]
+    )
+    assert len(reconstruction) == 3 * len(saes)
+    assert (reconstruction["L0"] <= 4).all()  # TopK keeps k = 4 codes at most
+    symmetry = pd.read_csv(out / "tables" / "equivariant_symmetry.csv", index_col=0)
+    assert list(symmetry.index) == ["mlp", "cnn", "vit"]
+    assert not list((out / "equivariant").rglob("*resume*")), "checkpoint left behind"
+
+
 def test_sharded_workflow_equals_unsharded_library_call(tiny_run):
     from monoscope.data import DataConfig, open_dataset
     from monoscope.models import ModelConfig, load_model
@@ -429,6 +457,8 @@ def test_paper_configs_dry_run(repo, tmp_path):
             config["data"]["root"] = str(root)
         if "contrastive" in branches:
             config["contrastive"]["data"]["root"] = str(tmp_path / "contrastive")
+        if "equivariant" in branches and config["equivariant"]["data"]["source"] == "images":
+            config["equivariant"]["data"]["root"] = str(tmp_path / "galaxies.npz")
         override = tmp_path / experiment.name
         override.write_text(yaml.safe_dump(config))
         result = snakemake(repo, "-n", "--cores", "1", "--configfile", str(override), timeout=120)
@@ -443,6 +473,10 @@ def test_paper_configs_dry_run(repo, tmp_path):
             check_contrastive_plan(config["contrastive"], counts, experiment.name)
         else:
             assert "pretrain_contrastive" not in counts, experiment.name
+        if "equivariant" in branches:
+            check_equivariant_plan(config["equivariant"], counts, experiment.name)
+        else:
+            assert "prepare_equivariant_data" not in counts, experiment.name
 
 
 def check_pure_plan(config, counts, name):
@@ -453,6 +487,17 @@ def check_pure_plan(config, counts, name):
     saes = len(config["sae"]["layers"]) * len(config["sae"].get("models", {}))
     assert counts.get("train_sae", 0) == saes, name
     assert counts["score_hierarchy"] == 1, name
+
+
+def check_equivariant_plan(section, counts, name):
+    architectures = len(section["architectures"])
+    families = section.get("families", ["vanilla", "equivariant", "archetypal"])
+    losses = len(section.get("loss_types", ["latent_inv", "canonical", "output_inv"]))
+    saes = len(families) - 1 + losses if "equivariant" in families else len(families)
+    assert counts["train_equivariant_autoencoder"] == architectures, name
+    assert counts["train_equivariant_sae"] == architectures * saes, name
+    assert counts["probe_equivariant"] == architectures * (saes + 1), name
+    assert counts["equivariant_tables"] == 1, name
 
 
 def check_contrastive_plan(section, counts, name):

@@ -28,12 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors import SafetensorError
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from monoscope import checkpoints
+from monoscope.checkpoints import epoch_generator, split_prefix
 from monoscope.contrastive.augment import AugmentConfig, two_views
 from monoscope.contrastive.losses import info_nce
 from monoscope.contrastive.models import (
@@ -225,16 +226,6 @@ def warmup_cosine_lr(step: int, base_lr: float, warmup_steps: int, total_steps: 
     return base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
-    """A CPU generator determined by ``(seed, epoch, stream)`` alone.
-
-    ``SeedSequence`` mixes the three numbers, so neighbouring seeds or epochs do not
-    give correlated streams.
-    """
-    state = np.random.SeedSequence([seed, epoch, stream]).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator().manual_seed(int(state))
-
-
 # --------------------------------------------------------------------------- checkpoints
 
 
@@ -261,28 +252,9 @@ def save_checkpoint(
     history : list of dict
         Per-epoch records so far.
     """
-    tensors = {f"model/{name}": value for name, value in model.state_dict().items()}
-    state = optimizer.state_dict()
-    for index, slots in state["state"].items():
-        for name, value in slots.items():
-            # Every optimizer state we use is a tensor (SGD's momentum buffer; Adam's
-            # moments and step); anything else would be lost silently, so refuse it.
-            if not torch.is_tensor(value):
-                raise TypeError(f"optimizer state {name!r} is not a tensor; cannot checkpoint it")
-            tensors[f"optimizer/{index}/{name}"] = value
-    metadata = {
-        "kind": CHECKPOINT_KIND,
-        "config": config.to_dict(),
-        "epoch": epoch,
-        "step": step,
-        "history": history,
-        "optimizer_param_groups": state["param_groups"],
-    }
-    save_tensors(path, tensors, metadata)
-
-
-def _split_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {key[len(prefix) :]: value for key, value in tensors.items() if key.startswith(prefix)}
+    checkpoints.save_checkpoint(
+        path, CHECKPOINT_KIND, model, optimizer, config.to_dict(), epoch, step, history
+    )
 
 
 def _check_same_config(path: Path, saved: dict[str, Any], config: PretrainConfig) -> None:
@@ -323,25 +295,9 @@ def load_checkpoint(
     tuple
         ``(completed epochs, completed steps, history)``.
     """
-    path = Path(path)
-    tensors, metadata = load_tensors(path)
-    if metadata.get("kind") != CHECKPOINT_KIND:
-        raise ValueError(f"{path} is not a contrastive pretraining checkpoint")
-    _check_same_config(path, metadata["config"], config)
-    model.load_state_dict(_split_prefix(tensors, "model/"))
-    slots: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in _split_prefix(tensors, "optimizer/").items():
-        index, name = key.split("/", 1)
-        slots.setdefault(int(index), {})[name] = value
-    groups = []
-    for group in metadata["optimizer_param_groups"]:
-        # JSON turned tuples (Adam's betas) into lists; the optimizer expects tuples.
-        restored = {
-            k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in group.items()
-        }
-        groups.append(restored)
-    optimizer.load_state_dict({"state": slots, "param_groups": groups})
-    return int(metadata["epoch"]), int(metadata["step"]), list(metadata["history"])
+    return checkpoints.load_checkpoint(
+        path, CHECKPOINT_KIND, model, optimizer, config.to_dict(), _RESUME_INSENSITIVE
+    )
 
 
 def save_pretrained(
@@ -376,7 +332,7 @@ def load_pretrained(
         raise ValueError(f"{path} holds no contrastive model (kind {metadata.get('kind')!r})")
     config = PretrainConfig.from_dict(metadata["config"])
     model = build_model(config)
-    model.load_state_dict(_split_prefix(tensors, "model/"))
+    model.load_state_dict(split_prefix(tensors, "model/"))
     return model.to(device).eval(), config, list(metadata.get("history", []))
 
 

@@ -11,7 +11,7 @@ Every model has ``encode(x) -> [B, latent_dim]`` and ``decode(h) -> [B, 3, S, S]
 ``[0, 1]`` (sigmoid output). Architectures register by name (:data:`ARCHITECTURES`,
 :func:`register_autoencoder`); :func:`build_autoencoder` makes one from an
 :class:`AutoencoderConfig`. Training (:func:`train_autoencoder`) minimises the pixel MSE
-with Adam, is seeded and resumable (:mod:`monoscope.equivariant.checkpoints`). A trained
+with Adam, is seeded and resumable (:mod:`monoscope.checkpoints`). A trained
 model file (:func:`save_autoencoder`) is a safetensors state dict whose metadata holds
 the config and the image size, so :func:`load_autoencoder` rebuilds it without
 unpickling.
@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from monoscope.equivariant.checkpoints import (
+from monoscope.checkpoints import (
     epoch_generator,
     load_checkpoint,
     save_checkpoint,

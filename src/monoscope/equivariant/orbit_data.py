@@ -45,8 +45,16 @@ class OrbitData:
     def __post_init__(self) -> None:
         n = check_orbit_size(self.orbit_size)
         count = self.canonical.shape[0]
-        if self.canonical.dtype != torch.uint8 or self.canonical.dim() != 4:
-            raise ValueError("canonical images must be uint8 [N, 3, S, S]")
+        shape = tuple(self.canonical.shape)
+        if (
+            self.canonical.dtype != torch.uint8
+            or len(shape) != 4
+            or shape[1] != 3
+            or shape[2] != shape[3]
+        ):
+            raise ValueError(f"canonical images must be uint8 [N, 3, S, S], got {shape}")
+        if self.labels.dtype != np.uint8 or self.test_orbits.dtype != np.bool_:
+            raise ValueError("labels must be uint8 and test_orbits bool")
         if self.labels.shape != (count * n, len(self.task_names)):
             raise ValueError(
                 f"labels must be [{count * n}, {len(self.task_names)}], got {self.labels.shape}"

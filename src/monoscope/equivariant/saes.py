@@ -92,7 +92,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from monoscope.equivariant.checkpoints import (
+from monoscope.checkpoints import (
     epoch_generator,
     load_checkpoint,
     save_checkpoint,

@@ -40,6 +40,7 @@ def probe_table(results: pd.DataFrame) -> pd.DataFrame:
     table = means.pivot_table(
         index=["architecture", "sae", "probe"], columns="t", values="f1", sort=False
     ).round(3)
+    table = table[sorted(table.columns)]
     table.columns = pd.Index([f"t={t}" for t in table.columns], name="truncation")
     return table
 

@@ -1,8 +1,7 @@
 """Training state in safetensors files: seeded per-epoch generators, optimizer state.
 
-Both training loops of this package (base autoencoders and orbit SAEs) follow the
-contrastive pretraining loop (:mod:`monoscope.contrastive.pretrain`): the model is
-initialised from the seed alone and every epoch draws its randomness from generators
+The epoch-based training loops (contrastive pretraining, base autoencoders, orbit SAEs)
+share one recipe: the model is initialised from the seed alone and every epoch draws its randomness from generators
 seeded by ``(seed, epoch, stream)``. The state at an epoch boundary is then the model,
 the optimizer, the step counter and the history, and a run resumed from a checkpoint
 ends with the same weights as an uninterrupted one (bit for bit on CPU).
