@@ -45,6 +45,7 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_references.py --out results/bench
 	$(BIN)/python benchmarks/bench_circuits.py --out results/bench
+	$(BIN)/python benchmarks/bench_branches.py --images 512 --orbits 512 --epochs 1 --out results/bench
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests workflow benchmarks
