@@ -141,6 +141,7 @@ rule equivariant_tables:
     conda:
         ENV
     params:
+        architectures=EQUIVARIANT["architectures"],
         stems=lambda wildcards, output: {
             table: os.path.splitext(output[3 * index])[0]
             for index, table in enumerate(EQUIVARIANT_TABLES)

@@ -187,8 +187,9 @@ def test_feature_sets_round_trip(tmp_path):
         name: FeatureSet(torch.randn(4, 3), torch.arange(4), torch.arange(4) + 10)
         for name in ("train", "test")
     }
-    save_feature_sets(tmp_path / "f.safetensors", **sets)
-    loaded = load_feature_sets(tmp_path / "f.safetensors")
+    save_feature_sets(tmp_path / "f.safetensors", ["a", "b"], **sets)
+    loaded, classes = load_feature_sets(tmp_path / "f.safetensors")
+    assert classes == ["a", "b"]
     for name, feature_set in sets.items():
         for a, b in zip(loaded[name], feature_set, strict=True):
             assert torch.equal(a, b)
@@ -413,3 +414,37 @@ def test_sae_on_projector_output_trains_with_the_normalized_loss():
     )
     sae, history = train_sae(TensorStore(data), config)
     assert sae.normalized_mse and len(history["epochs"]) == 2
+
+
+def test_representations_frame_joins_units_and_clean_accuracies():
+    from monoscope.contrastive.evaluate import representations_frame
+
+    units = [
+        {
+            "representation": "ncl",
+            "dimensions": 4,
+            "active_dimensions": 3,
+            "consistency": 0.51234,
+            "zero_fraction": 0.25,
+            "active_per_sample": 2.04,
+            "hierarchy": 1.23456,
+        }
+    ]
+    records = [
+        {"representation": "ncl", "probe": "linear", "noise": "clean", "accuracy": 0.8766},
+        {"representation": "ncl", "probe": "linear", "noise": "label", "accuracy": 0.1},
+        {"representation": "sae", "probe": "linear", "noise": "clean", "accuracy": 0.5},
+    ]
+    frame = representations_frame(units, records)
+    assert list(frame.index) == ["ncl"]
+    assert frame.loc["ncl", "class consistency"] == 0.512
+    assert frame.loc["ncl", "hierarchy score"] == 1.235
+    assert frame.loc["ncl", "linear accuracy"] == 87.7
+
+
+def test_cells_that_need_images_say_so(clean_features):
+    model, train_f, test_f = clean_features
+    with pytest.raises(ValueError, match="needs the test images"):
+        probe_under_noise(model, "linear", "gaussian", 0.3, None, None, train_f, test_f, 3)
+    with pytest.raises(ValueError, match="needs the train images"):
+        probe_under_noise(model, "finetune", "clean", 0, None, None, None, None, 3)

@@ -119,3 +119,35 @@ def load_checkpoint(
         )
     optimizer.load_state_dict({"state": slots, "param_groups": groups})
     return int(metadata["epoch"]), int(metadata["step"]), list(metadata["history"])
+
+
+# --------------------------------------------------------------------------- model files
+
+
+def save_model_file(
+    path: str | os.PathLike, kind: str, model: torch.nn.Module, metadata: Mapping[str, Any]
+) -> None:
+    """Write a trained model: tensors ``model/<name>``, ``kind`` and ``metadata`` alongside.
+
+    Checkpoints (:func:`save_checkpoint`) use the same ``model/`` prefix, so a loader
+    reads a finished model and an interrupted run's checkpoint alike.
+    """
+    tensors = {f"model/{name}": value for name, value in model.state_dict().items()}
+    save_tensors(path, tensors, {**dict(metadata), "kind": kind})
+
+
+def read_model_file(
+    path: str | os.PathLike, kinds: Iterable[str], what: str, written_by: str
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The model state dict and metadata of a file of one of ``kinds``.
+
+    Raises FileNotFoundError naming the path and what writes it (``written_by``), and
+    ValueError for a file of another kind.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} not found: {path} (written by {written_by})")
+    tensors, metadata = load_tensors(path)
+    if metadata.get("kind") not in tuple(kinds):
+        raise ValueError(f"{path} holds no {what} (kind {metadata.get('kind')!r})")
+    return split_prefix(tensors, "model/"), metadata

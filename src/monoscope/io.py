@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -142,6 +143,10 @@ def guard_checkpoint(
     )
     kept = checkpoint.exists() and sidecar.exists() and read_json(sidecar) == fingerprint
     if not kept:
+        if checkpoint.exists():
+            logging.getLogger(__name__).warning(
+                "discarding %s: written for other inputs or options", checkpoint
+            )
         checkpoint.unlink(missing_ok=True)
         write_json(sidecar, fingerprint)
     return kept

@@ -29,7 +29,7 @@ test_ds, _ = load_contrastive_split(data, False)
 which, batch_size = snakemake.params.which, snakemake.params.batch_size
 train = extract_features(model, train_ds, which, batch_size, device=device)
 test = extract_features(model, test_ds, which, batch_size, device=device)
-save_feature_sets(snakemake.output.features, train=train, test=test)
+save_feature_sets(snakemake.output.features, classes, train=train, test=test)
 
 distances = distances_from_config(snakemake.params.hierarchy, classes)
 summary = representation_summary(test.features, test.labels, distances)

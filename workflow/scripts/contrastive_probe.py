@@ -15,10 +15,13 @@ torch.set_num_threads(snakemake.threads)
 device = resolve_device(snakemake.params.device)
 wildcards = snakemake.wildcards
 model = load_representation(snakemake.input.model, snakemake.input.get("sae"), device)
+features, classes = load_feature_sets(snakemake.input.features)
+# Images are read only where the cell needs them: finetuning, and noise on test images.
 data = from_mapping(ContrastiveDataConfig, snakemake.params.data)
-train_ds, classes = load_contrastive_split(data, True)
-test_ds, _ = load_contrastive_split(data, False)
-features = load_feature_sets(snakemake.input.features)
+finetuning = wildcards.probe == "finetune"
+train_ds = load_contrastive_split(data, True)[0] if finetuning else None
+noisy_inputs = wildcards.noise in ("gaussian", "uniform")
+test_ds = load_contrastive_split(data, False)[0] if finetuning or noisy_inputs else None
 record = probe_under_noise(
     model,
     wildcards.probe,

@@ -1,9 +1,8 @@
 """The robustness table, the representations table and the accuracy-vs-noise curves."""
 
-import pandas as pd
-
 from monoscope.contrastive.evaluate import (
     plot_accuracy_vs_noise,
+    representations_frame,
     robustness_frame,
     setting_name,
 )
@@ -22,28 +21,8 @@ write_table(
 )
 
 units = [read_json(path) for path in snakemake.input.units]
-clean = {
-    (r["representation"], r["probe"]): round(100 * r["accuracy"], 1)
-    for r in records
-    if r["noise"] == "clean"
-}
-rows = []
-for unit in units:
-    row = {
-        "representation": unit["representation"],
-        "dimensions": unit["dimensions"],
-        "active dimensions": unit["active_dimensions"],
-        "class consistency": round(unit["consistency"], 3),
-        "zero fraction": round(unit["zero_fraction"], 3),
-        "active per sample": round(unit["active_per_sample"], 1),
-        "hierarchy score": round(unit["hierarchy"], 3),
-    }
-    for (representation, probe), accuracy in clean.items():
-        if representation == unit["representation"]:
-            row[f"{probe} accuracy"] = accuracy
-    rows.append(row)
 write_table(
-    pd.DataFrame(rows).set_index("representation"),
+    representations_frame(units, records),
     snakemake.params.representations_stem,
     "Monosemanticity of each representation's dimensions on the test split (class "
     "consistency: share of the top class among samples activating a dimension; hierarchy "

@@ -29,12 +29,13 @@ write_table(
     "unexplained; orbit variance: share of the codes' variance within orbits).",
     label="tab:equivariant-reconstruction",
 )
-architectures = [path.split("/")[-2] for path in snakemake.input.symmetry]
 write_table(
     symmetry_table(
         {
             arch: read_json(path)
-            for arch, path in zip(architectures, snakemake.input.symmetry, strict=True)
+            for arch, path in zip(
+                snakemake.params.architectures, snakemake.input.symmetry, strict=True
+            )
         }
     ),
     stems["symmetry"],

@@ -1,8 +1,5 @@
 """Train the TopK SAE on the L2-normalised projector output of the frozen SimCLR model."""
 
-import logging
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 
@@ -11,9 +8,9 @@ from monoscope.contrastive.data import ContrastiveDataConfig, load_contrastive_s
 from monoscope.contrastive.pretrain import load_pretrained
 from monoscope.contrastive.probes import extract_features
 from monoscope.device import resolve_device
-from monoscope.io import write_json
+from monoscope.io import guard_checkpoint, release_checkpoint, write_json
 from monoscope.logs import setup_logging
-from monoscope.sae import SAEConfig, checkpoint_resumable, save_sae, train_sae
+from monoscope.sae import SAEConfig, save_sae, train_sae
 from monoscope.sae.store import TensorStore
 
 setup_logging(snakemake.log[0])
@@ -36,11 +33,10 @@ config = from_mapping(
     normalized_mse=True,
     decoder_bias_init="mean",
 )
-checkpoint = Path(snakemake.params.checkpoint)
-if checkpoint.exists() and not checkpoint_resumable(checkpoint, config):
-    logging.getLogger("train_contrastive_sae").warning("discarding stale checkpoint %s", checkpoint)
-    checkpoint.unlink()
+checkpoint = snakemake.params.checkpoint
+# Stale when the SimCLR model was retrained or the options changed.
+guard_checkpoint(checkpoint, [snakemake.input.model], settings)
 sae, history = train_sae(store, config, device, checkpoint)
 save_sae(sae.cpu(), snakemake.output.model)
 write_json(snakemake.output.history, {"config": settings, "history": history})
-checkpoint.unlink(missing_ok=True)
+release_checkpoint(checkpoint)

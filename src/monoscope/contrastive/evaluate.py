@@ -107,26 +107,28 @@ def load_representation(model_path, sae_path=None, device: torch.device | str = 
     return SAEOnContrastive(model, load_sae(sae_path).to(device).eval()).eval()
 
 
-def save_feature_sets(path, **sets: FeatureSet) -> None:
-    """Write named feature sets (e.g. ``train=..., test=...``) to one safetensors file."""
+def save_feature_sets(path, classes: Sequence[str], **sets: FeatureSet) -> None:
+    """Write named feature sets (e.g. ``train=..., test=...``) and the class names."""
     tensors = {}
     for name, feature_set in sets.items():
         for field in FeatureSet._fields:
             tensors[f"{name}/{field}"] = getattr(feature_set, field).contiguous()
-    save_tensors(path, tensors, {"kind": "contrastive_features", "sets": sorted(sets)})
+    metadata = {"kind": "contrastive_features", "sets": sorted(sets), "classes": list(classes)}
+    save_tensors(path, tensors, metadata)
 
 
-def load_feature_sets(path) -> dict[str, FeatureSet]:
-    """Inverse of :func:`save_feature_sets`."""
+def load_feature_sets(path) -> tuple[dict[str, FeatureSet], list[str]]:
+    """Inverse of :func:`save_feature_sets`: the sets by name, and the class names."""
     tensors, metadata = load_tensors(path)
     if metadata.get("kind") != "contrastive_features":
         raise ValueError(
             f"{path} is not a contrastive feature file (kind {metadata.get('kind')!r})"
         )
-    return {
+    sets = {
         name: FeatureSet(*(tensors[f"{name}/{field}"] for field in FeatureSet._fields))
         for name in metadata["sets"]
     }
+    return sets, list(metadata["classes"])
 
 
 def setting_name(noise: str, level: float) -> str:
@@ -152,8 +154,8 @@ def probe_under_noise(
     probe: str,
     noise: str,
     level: float,
-    train_ds: Dataset,
-    test_ds: Dataset,
+    train_ds: Dataset | None,
+    test_ds: Dataset | None,
     train_features: FeatureSet | None,
     test_features: FeatureSet | None,
     num_classes: int,
@@ -174,7 +176,9 @@ def probe_under_noise(
         ``finetune``).
     probe : ``linear``, ``selected`` or ``finetune``.
     noise, level : the setting (see the module docstring).
-    train_ds, test_ds : data sets of ``(image, label, sample_id)``, images in [0, 1].
+    train_ds, test_ds : data sets of ``(image, label, sample_id)``, images in [0, 1];
+        only read by ``finetune`` (both) and input noise (``test_ds``), may be None
+        otherwise.
     train_features, test_features : clean features of the two data sets in data set
         order (from :func:`extract_features` with ``which``); reused by the frozen
         probes so that each setting extracts only what its noise changes. Not needed
@@ -196,6 +200,11 @@ def probe_under_noise(
     if probe not in PROBES:
         raise ValueError(f"probe must be one of {PROBES}, got '{probe}'")
     check_setting(noise, level)
+    needs_images = {"train": probe == "finetune"}
+    needs_images["test"] = probe == "finetune" or noise in ("gaussian", "uniform")
+    for split, dataset in (("train", train_ds), ("test", test_ds)):
+        if needs_images[split] and dataset is None:
+            raise ValueError(f"the {probe} probe with {noise} noise needs the {split} images")
     start = time.perf_counter()
     train_labels = torch.as_tensor(
         train_features.labels if train_features is not None else _labels_of(train_ds)
@@ -338,6 +347,32 @@ def robustness_frame(records: Sequence[dict[str, Any]], settings: Sequence[str])
         columns=pd.Index(list(settings), name="setting"),
     )
     return frame
+
+
+def representations_frame(
+    units: Sequence[dict[str, Any]], records: Sequence[dict[str, Any]]
+) -> pd.DataFrame:
+    """One row per representation: its dimensions' summary and its clean accuracies (%).
+
+    ``units`` are :func:`representation_summary` records with ``representation``;
+    ``records`` are :func:`probe_under_noise` records with ``representation``.
+    """
+    rows = []
+    for unit in units:
+        row = {
+            "representation": unit["representation"],
+            "dimensions": unit["dimensions"],
+            "active dimensions": unit["active_dimensions"],
+            "class consistency": round(unit["consistency"], 3),
+            "zero fraction": round(unit["zero_fraction"], 3),
+            "active per sample": round(unit["active_per_sample"], 1),
+            "hierarchy score": round(unit["hierarchy"], 3),
+        }
+        for record in records:
+            if record["noise"] == "clean" and record["representation"] == unit["representation"]:
+                row[f"{record['probe']} accuracy"] = round(100 * record["accuracy"], 1)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("representation")
 
 
 def plot_accuracy_vs_noise(records: Sequence[dict[str, Any]], noise: str, path) -> None:

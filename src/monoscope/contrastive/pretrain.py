@@ -18,15 +18,13 @@ epoch, step, history and the optimizer's parameter groups go in the JSON metadat
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import math
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from safetensors import SafetensorError
@@ -34,7 +32,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from monoscope import checkpoints
-from monoscope.checkpoints import epoch_generator, split_prefix
+from monoscope.checkpoints import epoch_generator
+from monoscope.config import RecordConfig
 from monoscope.contrastive.augment import AugmentConfig, two_views
 from monoscope.contrastive.losses import info_nce
 from monoscope.contrastive.models import (
@@ -44,7 +43,7 @@ from monoscope.contrastive.models import (
     ContrastiveModel,
     build_contrastive_model,
 )
-from monoscope.io import load_tensors, save_tensors
+from monoscope.io import load_tensors
 from monoscope.logs import progress_kwargs
 
 log = logging.getLogger(__name__)
@@ -63,7 +62,7 @@ _SHUFFLE_STREAM, _AUGMENT_STREAM = 0, 1
 
 
 @dataclass(frozen=True)
-class PretrainConfig:
+class PretrainConfig(RecordConfig):
     """Options of contrastive pretraining.
 
     Parameters
@@ -90,6 +89,8 @@ class PretrainConfig:
     num_workers : DataLoader worker processes (batch order does not depend on it).
     seed : seeds initialisation, batch order and augmentation.
     """
+
+    section: ClassVar[str] = "pretrain"
 
     method: str = "ncl"
     nonneg: str | None = None
@@ -163,18 +164,6 @@ class PretrainConfig:
             object.__setattr__(self, "augment", AugmentConfig(**self.augment))
         if not isinstance(self.augment, AugmentConfig):
             raise ValueError("pretrain.augment must be an AugmentConfig or a mapping of its fields")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready record of every field (nested ``augment`` as a dict)."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
-
-    @classmethod
-    def from_dict(cls, record: dict[str, Any]) -> PretrainConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error naming them."""
-        unknown = set(record) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown pretrain config keys: {sorted(unknown)}")
-        return cls(**record)
 
 
 def build_model(config: PretrainConfig) -> ContrastiveModel:
@@ -307,9 +296,9 @@ def save_pretrained(
     history: list[dict[str, Any]] | None = None,
 ) -> None:
     """Write a trained model's weights with the config that rebuilds it."""
-    tensors = {f"model/{name}": value for name, value in model.state_dict().items()}
-    metadata = {"kind": PRETRAINED_KIND, "config": config.to_dict(), "history": history or []}
-    save_tensors(path, tensors, metadata)
+    checkpoints.save_model_file(
+        path, PRETRAINED_KIND, model, {"config": config.to_dict(), "history": history or []}
+    )
 
 
 def load_pretrained(
@@ -322,17 +311,15 @@ def load_pretrained(
     tuple
         ``(model in eval mode, config, history)``.
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"pretrained contrastive model not found: {path} (written by pretrain / save_pretrained)"
-        )
-    tensors, metadata = load_tensors(path)
-    if metadata.get("kind") not in (PRETRAINED_KIND, CHECKPOINT_KIND):
-        raise ValueError(f"{path} holds no contrastive model (kind {metadata.get('kind')!r})")
+    state, metadata = checkpoints.read_model_file(
+        path,
+        (PRETRAINED_KIND, CHECKPOINT_KIND),
+        "pretrained contrastive model",
+        "pretrain / save_pretrained",
+    )
     config = PretrainConfig.from_dict(metadata["config"])
     model = build_model(config)
-    model.load_state_dict(split_prefix(tensors, "model/"))
+    model.load_state_dict(state)
     return model.to(device).eval(), config, list(metadata.get("history", []))
 
 

@@ -19,16 +19,14 @@ unpickling.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -37,11 +35,12 @@ from tqdm import tqdm
 from monoscope.checkpoints import (
     epoch_generator,
     load_checkpoint,
+    read_model_file,
     save_checkpoint,
-    split_prefix,
+    save_model_file,
 )
+from monoscope.config import RecordConfig
 from monoscope.equivariant.orbits import QUARTER_TURNS, check_orbit_size, rotate_images
-from monoscope.io import load_tensors, save_tensors
 from monoscope.logs import progress_kwargs
 
 log = logging.getLogger(__name__)
@@ -85,7 +84,7 @@ def register_autoencoder(
 
 
 @dataclass(frozen=True)
-class AutoencoderConfig:
+class AutoencoderConfig(RecordConfig):
     """Options of a base autoencoder and its training.
 
     Parameters
@@ -101,6 +100,8 @@ class AutoencoderConfig:
         paper's ``--ae-augment``), drawn per sample from the epoch's generator.
     seed : seeds initialisation, batch order and augmentation.
     """
+
+    section: ClassVar[str] = "autoencoder"
 
     architecture: str = "mlp"
     latent_dim: int = 256
@@ -144,16 +145,6 @@ class AutoencoderConfig:
             raise ValueError(f"autoencoder.lr must be positive and finite, got {self.lr}")
         if self.seed < 0:
             raise ValueError(f"autoencoder.seed must be >= 0, got {self.seed}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self)))
-
-    @classmethod
-    def from_dict(cls, record: Mapping[str, Any]) -> AutoencoderConfig:
-        unknown = set(record) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown autoencoder config keys: {sorted(unknown)}")
-        return cls(**record)
 
 
 # ---------------------------------------------------------------------- architectures
@@ -469,14 +460,16 @@ def save_autoencoder(
     history: list[dict[str, Any]] | None = None,
 ) -> None:
     """Write a trained model: tensors ``model/<name>``; metadata kind, config, image size."""
-    tensors = {f"model/{name}": value for name, value in model.state_dict().items()}
-    metadata = {
-        "kind": MODEL_KIND,
-        "config": config.to_dict(),
-        "image_size": int(model.image_size),
-        "history": history or [],
-    }
-    save_tensors(path, tensors, metadata)
+    save_model_file(
+        path,
+        MODEL_KIND,
+        model,
+        {
+            "config": config.to_dict(),
+            "image_size": int(model.image_size),
+            "history": history or [],
+        },
+    )
 
 
 def load_autoencoder(
@@ -486,17 +479,14 @@ def load_autoencoder(
 
     Returns ``(model in eval mode on device, config, history)``.
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"autoencoder not found: {path} (written by monoscope.equivariant.autoencoders."
-            "save_autoencoder or train_autoencoder's checkpoint)"
-        )
-    tensors, metadata = load_tensors(path)
-    if metadata.get("kind") not in (MODEL_KIND, CHECKPOINT_KIND):
-        raise ValueError(f"{path} holds no base autoencoder (kind {metadata.get('kind')!r})")
+    state, metadata = read_model_file(
+        path,
+        (MODEL_KIND, CHECKPOINT_KIND),
+        "base autoencoder",
+        "monoscope.equivariant.autoencoders.save_autoencoder or train_autoencoder's checkpoint",
+    )
     config = AutoencoderConfig.from_dict(metadata["config"])
     with torch.random.fork_rng(devices=[]):
         model = build_autoencoder(config, int(metadata["image_size"]))
-    model.load_state_dict(split_prefix(tensors, "model/"))
+    model.load_state_dict(state)
     return model.to(device).eval(), config, list(metadata.get("history", []))

@@ -26,17 +26,16 @@ logged); the split is over orbits (:func:`monoscope.equivariant.orbits.split_orb
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from monoscope.config import RecordConfig
 from monoscope.logs import progress_kwargs
 
 log = logging.getLogger(__name__)
@@ -47,7 +46,7 @@ RESULT_COLUMNS = ("family", "probe", "t", "task", "f1", "train_positives", "test
 
 
 @dataclass(frozen=True)
-class ProbeConfig:
+class ProbeConfig(RecordConfig):
     """Options of the truncated probes.
 
     Parameters
@@ -61,6 +60,8 @@ class ProbeConfig:
     xgb_n_estimators, xgb_max_depth, xgb_learning_rate : the boosted trees.
     seed : seeds the probes.
     """
+
+    section: ClassVar[str] = "probes"
 
     truncation_lengths: tuple[int, ...] = (1, 4, 16, 64)
     probes: tuple[str, ...] = PROBES
@@ -99,16 +100,6 @@ class ProbeConfig:
         for key, valid in checks:
             if not valid:
                 raise ValueError(f"probes.{key} must be positive, got {getattr(self, key)!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self)))
-
-    @classmethod
-    def from_dict(cls, record: Mapping[str, Any]) -> ProbeConfig:
-        unknown = set(record) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown probes config keys: {sorted(unknown)}")
-        return cls(**record)
 
 
 def f1_binary(y_true: np.ndarray, y_pred: np.ndarray) -> float:

@@ -76,16 +76,13 @@ the metadata (:func:`save_orbit_sae`, :func:`load_orbit_sae`).
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import math
 import os
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -95,12 +92,13 @@ from tqdm import tqdm
 from monoscope.checkpoints import (
     epoch_generator,
     load_checkpoint,
+    read_model_file,
     save_checkpoint,
-    split_prefix,
+    save_model_file,
 )
+from monoscope.config import RecordConfig
 from monoscope.equivariant.orbits import check_orbit_size
 from monoscope.equivariant.symmetry import symmetry_powers, to_canonical
-from monoscope.io import load_tensors, save_tensors
 from monoscope.logs import progress_kwargs
 
 log = logging.getLogger(__name__)
@@ -120,7 +118,7 @@ _SHUFFLE_STREAM = 0
 
 
 @dataclass(frozen=True)
-class OrbitSAEConfig:
+class OrbitSAEConfig(RecordConfig):
     """Options of an orbit SAE and its training (paper flag names in brackets).
 
     Parameters
@@ -144,6 +142,8 @@ class OrbitSAEConfig:
         a batch holds ``batch_size`` orbits [--learning-rate, --epochs, --batch-size].
     seed : seeds initialisation, k-means and the batch order [--seed].
     """
+
+    section: ClassVar[str] = "sae"
 
     family: str = "vanilla"
     loss_type: str | None = None
@@ -222,16 +222,6 @@ class OrbitSAEConfig:
     def name(self) -> str:
         """A short label: the family, with the loss type for equivariant SAEs."""
         return f"equivariant_{self.loss_type}" if self.family == "equivariant" else self.family
-
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self)))
-
-    @classmethod
-    def from_dict(cls, record: Mapping[str, Any]) -> OrbitSAEConfig:
-        unknown = set(record) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown sae config keys: {sorted(unknown)}")
-        return cls(**record)
 
 
 # ---------------------------------------------------------------------- the model
@@ -758,14 +748,12 @@ def save_orbit_sae(
 ) -> None:
     """Write a trained SAE: tensors ``model/<name>`` (M and the centroids included);
     metadata ``kind``, ``sae`` (constructor arguments), ``config``, ``history``."""
-    tensors = {f"model/{name}": value for name, value in sae.state_dict().items()}
-    metadata = {
-        "kind": MODEL_KIND,
-        "sae": sae.config,
-        "config": config.to_dict(),
-        "history": history or [],
-    }
-    save_tensors(path, tensors, metadata)
+    save_model_file(
+        path,
+        MODEL_KIND,
+        sae,
+        {"sae": sae.config, "config": config.to_dict(), "history": history or []},
+    )
 
 
 def load_orbit_sae(
@@ -775,15 +763,12 @@ def load_orbit_sae(
 
     Returns ``(sae in eval mode on device, config, history)``.
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"orbit SAE not found: {path} (written by monoscope.equivariant.saes.save_orbit_sae "
-            "or train_orbit_sae's checkpoint)"
-        )
-    tensors, metadata = load_tensors(path)
-    if metadata.get("kind") not in (MODEL_KIND, CHECKPOINT_KIND):
-        raise ValueError(f"{path} holds no orbit SAE (kind {metadata.get('kind')!r})")
+    state, metadata = read_model_file(
+        path,
+        (MODEL_KIND, CHECKPOINT_KIND),
+        "orbit SAE",
+        "monoscope.equivariant.saes.save_orbit_sae or train_orbit_sae's checkpoint",
+    )
     arguments = dict(metadata["sae"])
     with torch.random.fork_rng(devices=[]):
         sae = OrbitSAE(
@@ -792,7 +777,7 @@ def load_orbit_sae(
             arguments.pop("k"),
             **arguments,
         )
-    sae.load_state_dict(split_prefix(tensors, "model/"))
+    sae.load_state_dict(state)
     config = OrbitSAEConfig.from_dict(metadata["config"])
     return sae.to(device).eval(), config, list(metadata.get("history", []))
 

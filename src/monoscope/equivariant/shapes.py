@@ -41,19 +41,18 @@ explain what the members share.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import ClassVar
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from monoscope.config import RecordConfig
 from monoscope.equivariant.orbits import (
     QUARTER_TURNS,
     check_orbit_size,
@@ -95,7 +94,7 @@ RENDER_PIXELS = 1 << 22
 
 
 @dataclass(frozen=True)
-class ShapesConfig:
+class ShapesConfig(RecordConfig):
     """Options of the shapes data set.
 
     Parameters
@@ -110,6 +109,8 @@ class ShapesConfig:
         for a random one (see the module docstring).
     seed : seeds every draw.
     """
+
+    section: ClassVar[str] = "shapes"
 
     num_orbits: int = 10000
     image_size: int = 32
@@ -187,16 +188,6 @@ class ShapesConfig:
             "background": self.backgrounds,
             "orientation": ORIENTATIONS,
         }
-
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self)))
-
-    @classmethod
-    def from_dict(cls, record: Mapping[str, Any]) -> ShapesConfig:
-        unknown = set(record) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown shapes config keys: {sorted(unknown)}")
-        return cls(**record)
 
 
 @dataclass

@@ -21,14 +21,13 @@ Labels come as a ``[N, T]`` uint8 matrix (:func:`task_labels`) aligned with the 
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from monoscope.config import RecordConfig
 from monoscope.equivariant.shapes import (
     CATEGORICAL_ATTRIBUTES,
     CONTINUOUS_ATTRIBUTES,
@@ -75,7 +74,7 @@ class ProbeTask:
 
 
 @dataclass(frozen=True)
-class TaskConfig:
+class TaskConfig(RecordConfig):
     """Which tasks to derive.
 
     Parameters
@@ -86,6 +85,8 @@ class TaskConfig:
     conjunctions : pairs of categorical attributes; a task per pair of values.
     invariant_only : keep only rotation-invariant tasks.
     """
+
+    section: ClassVar[str] = "tasks"
 
     one_vs_rest: bool = True
     thresholds: tuple[float, ...] = (0.25, 0.5, 0.75)
@@ -103,16 +104,6 @@ class TaskConfig:
                     "tasks.conjunctions must be pairs of two different attributes from "
                     f"{CATEGORICAL_ATTRIBUTES}, got {list(pair)}"
                 )
-
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self)))
-
-    @classmethod
-    def from_dict(cls, record: Mapping[str, Any]) -> TaskConfig:
-        unknown = set(record) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown tasks config keys: {sorted(unknown)}")
-        return cls(**record)
 
 
 def _invariant(conditions: Sequence[tuple[str, str, float]]) -> bool:
