@@ -22,6 +22,7 @@ scattergather:
 
 
 include: "rules/common.smk"
+include: "rules/imports.smk"
 include: "rules/data.smk"
 include: "rules/models.smk"
 include: "rules/references.smk"

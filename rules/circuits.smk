@@ -23,6 +23,7 @@ rule compute_circuits:
         lower=config["model"]["lower_layer"],
         upper=config["model"]["upper_layer"],
         reference_mode=config["circuits"]["references"],
+        neurons=config["neurons"],
         circuits=section("circuits", exclude=("shards", "references")),
         device=config["device"],
     script:

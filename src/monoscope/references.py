@@ -318,6 +318,11 @@ def collect_references(
         num_workers=config.num_workers,
         pin_memory=device.type == "cuda",
     )
+    if "relmax" in config.modes and not model.has_head:
+        raise ValueError(
+            f"references.modes: relmax starts relevance at a class logit, but {model.name} "
+            "was built without a classifier (its weight file has no head); use actmax"
+        )
     trackers = {(mode, layer): RunningTopN(config.n) for mode in config.modes for layer in layers}
     batches = tqdm(loader, desc=desc, unit="batch", **progress_kwargs())
     model.net.eval()
@@ -425,10 +430,54 @@ def merge_reference_files(
     return merged, metadata
 
 
-def channel_shard(path, mode: str, layer: str, scatteritem: str) -> tuple[TopReferences, range]:
-    """The references of ``(mode, layer)`` and the channel range of one ``i-of-n`` shard.
+NEURON_SCORES = ("mean_score", "max_score")
 
-    Stages sharded over neurons (circuits, crops) split the upper channels this way.
+
+def select_channels(references: TopReferences, neurons="all") -> torch.Tensor:
+    """The upper channels to analyse (circuits, crops, virtual neurons), ascending.
+
+    ``neurons`` is ``all``; a list of channel indices; a range ``{start, stop}`` (stop
+    excluded); or the ``{top: m, by: mean_score | max_score}`` channels with the highest
+    mean (or best) score of their N references, ties to the lower index. Large models need
+    this: circuits of all 2048 channels of a ResNet's layer4 cost what the whole data set
+    costs, while the question is usually about a few dozen neurons.
+    """
+    count = references.n_channels
+    if neurons == "all":
+        return torch.arange(count)
+    if isinstance(neurons, (list, tuple)):
+        chosen = sorted({int(channel) for channel in neurons})
+        if not chosen or chosen[0] < 0 or chosen[-1] >= count:
+            raise ValueError(f"neurons: {list(neurons)} are not channels 0..{count - 1}")
+        return torch.tensor(chosen, dtype=torch.int64)
+    if isinstance(neurons, dict) and set(neurons) == {"start", "stop"}:
+        start, stop = int(neurons["start"]), int(neurons["stop"])
+        if not 0 <= start < stop <= count:
+            raise ValueError(f"neurons: range {start}..{stop} is not within 0..{count}")
+        return torch.arange(start, stop)
+    if isinstance(neurons, dict) and "top" in neurons:
+        top, by = int(neurons["top"]), neurons.get("by", "mean_score")
+        if by not in NEURON_SCORES:
+            raise ValueError(f"neurons.by must be one of {NEURON_SCORES}, got '{by}'")
+        if not 1 <= top <= count:
+            raise ValueError(f"neurons.top must be in 1..{count}, got {top}")
+        scores = references.scores.double()
+        score = scores.mean(dim=1) if by == "mean_score" else scores.amax(dim=1)
+        # Stable sort of the negated scores: equal scores keep the lower channel first.
+        order = torch.argsort(-score, stable=True)
+        return order[:top].sort().values
+    raise ValueError(
+        f"neurons: expected all, a list, {{start, stop}} or {{top, by}}, got {neurons!r}"
+    )
+
+
+def channel_shard(
+    path, mode: str, layer: str, scatteritem: str, neurons="all"
+) -> tuple[TopReferences, torch.Tensor]:
+    """The references of ``(mode, layer)`` and the channels of one ``i-of-n`` shard.
+
+    Stages sharded over neurons (circuits, crops) split the selected channels
+    (:func:`select_channels`) into contiguous parts this way.
     """
     from monoscope.data import parse_scatteritem, shard_positions
 
@@ -436,5 +485,23 @@ def channel_shard(path, mode: str, layer: str, scatteritem: str) -> tuple[TopRef
     if (mode, layer) not in references:
         raise KeyError(f"no {mode} references of {layer} in {path}; check references.modes/layers")
     top = references[(mode, layer)]
+    selected = select_channels(top, neurons)
     shard, shards = parse_scatteritem(scatteritem)
-    return top, shard_positions(top.n_channels, shard, shards)
+    part = shard_positions(len(selected), shard, shards)
+    return top, selected[part.start : part.stop]
+
+
+def row_of_channel(channels: torch.Tensor, channel: int, key: str = "figures.neurons") -> int:
+    """The row of upper channel ``channel`` in a per-neuron file listing ``channels``.
+
+    Files of the neuron stages (circuits, clusters, crops, embeddings) hold the selected
+    channels only (``neurons``), so a channel's row is not its index.
+    """
+    matches = (torch.as_tensor(channels) == int(channel)).nonzero().flatten()
+    if not len(matches):
+        shown = torch.as_tensor(channels).tolist()
+        raise ValueError(
+            f"{key}: neuron {channel} is not among the analysed neurons "
+            f"({shown[:20]}{' ...' if len(shown) > 20 else ''}); choose it with the neurons key"
+        )
+    return int(matches[0])

@@ -26,6 +26,8 @@ class VirtualNeurons:
         mark missing clusters, as in automatic k).
     method : the circuit method the centroids were made with.
     batch_rows : (neuron, sample) rows per pass through the sub-network.
+    channels : the upper channel of each centroid row (``neurons`` selection); ``None``
+        when the rows are every channel in order.
     """
 
     def __init__(
@@ -36,9 +38,13 @@ class VirtualNeurons:
         centroids: torch.Tensor,
         method: str = "gradient",
         batch_rows: int = 512,
+        channels: torch.Tensor | None = None,
     ) -> None:
         self.model, self.lower, self.upper = model, lower, upper
         self.centroids = centroids.float()
+        if channels is not None and len(channels) != len(centroids):
+            raise ValueError(f"{len(channels)} channels for {len(centroids)} centroid rows")
+        self.channels = None if channels is None else torch.as_tensor(channels).long()
         self.method = method
         self.batch_rows = batch_rows
 
@@ -72,16 +78,24 @@ class VirtualNeurons:
             with torch.no_grad():
                 upper = computer.subnet(lower.clone())
             activation = upper.reshape(*upper.shape[:2], -1).amax(dim=2).clamp(min=0)  # [B, C]
+            if self.channels is not None:
+                if int(self.channels.max()) >= activation.shape[1]:
+                    raise ValueError(
+                        f"channels {self.channels.tolist()} exceed the {activation.shape[1]} "
+                        f"channels of {self.upper}"
+                    )
+                activation = activation[:, self.channels.to(activation.device)]
             if activation.shape[1] != channels_count:
                 raise ValueError(
                     f"{channels_count} centroid rows for {activation.shape[1]} channels"
                 )
             batch = len(images)
             row_sample = torch.arange(batch).repeat_interleave(channels_count)
-            row_channel = torch.arange(channels_count).repeat(batch)
+            row_index = torch.arange(channels_count).repeat(batch)  # centroid row
+            row_channel = row_index if self.channels is None else self.channels[row_index]
             nearest = torch.empty(batch * channels_count, dtype=torch.int64)
             for start in range(0, len(row_sample), self.batch_rows):
                 rows = slice(start, start + self.batch_rows)
                 circuits, _ = computer.rows(lower[row_sample[rows].to(device)], row_channel[rows])
-                nearest[rows] = self.assign(circuits, row_channel[rows].to(device)).cpu()
+                nearest[rows] = self.assign(circuits, row_index[rows].to(device)).cpu()
         return activation.cpu(), nearest.view(batch, channels_count)

@@ -20,7 +20,7 @@ write_json(
         "weight_file_bytes": weights.stat().st_size if weights.is_file() else None,
         "parameters": sum(p.numel() for p in model.net.parameters()),
         "layer_channels": channels,
-        "mean": list(model.mean),
-        "std": list(model.std),
+        "normalization": model.normalization.record(),
+        "has_head": model.has_head,
     },
 )

@@ -15,6 +15,7 @@ config = ClusterConfig(
 )
 clusters = cluster_units(tensors[key], config)
 clusters["sample_ids"] = tensors["sample_ids"]
+clusters["channels"] = tensors["channels"]  # the upper channel of each row (neurons selection)
 save_tensors(
     snakemake.output[0],
     clusters,

@@ -1,4 +1,4 @@
-"""Circuits and activation baselines of one range of upper channels."""
+"""Circuits and activation baselines of one shard of the selected upper channels."""
 
 import torch
 
@@ -8,14 +8,18 @@ from monoscope.data import DataConfig, open_dataset, parse_scatteritem
 from monoscope.device import resolve_device
 from monoscope.logs import setup_logging
 from monoscope.models import ModelConfig, load_model
-from monoscope.references import channel_shard
+from monoscope.references import channel_shard, select_channels
 
 setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 params = snakemake.params
 device = resolve_device(params.device)
 top, channels = channel_shard(
-    snakemake.input.references, params.reference_mode, params.upper, snakemake.wildcards.scatteritem
+    snakemake.input.references,
+    params.reference_mode,
+    params.upper,
+    snakemake.wildcards.scatteritem,
+    params.neurons,
 )
 shard, shards = parse_scatteritem(snakemake.wildcards.scatteritem)
 dataset = open_dataset(from_mapping(DataConfig, params.data), snakemake.input.samples)
@@ -23,7 +27,7 @@ model = load_model(from_mapping(ModelConfig, params.model), device)
 circuits = compute_circuits(
     model,
     dataset,
-    top.sample_ids[channels.start : channels.stop],
+    top.sample_ids[channels],
     channels,
     params.lower,
     params.upper,
@@ -34,5 +38,6 @@ save_circuits(
     snakemake.output[0],
     circuits,
     {"lower": params.lower, "upper": params.upper, "reference_mode": params.reference_mode}
-    | {"method": params.circuits["method"], "shard": shard, "shards": shards},
+    | {"method": params.circuits["method"], "shard": shard, "shards": shards}
+    | {"selected": select_channels(top, params.neurons).tolist()},
 )

@@ -6,4 +6,6 @@ from monoscope.logs import setup_logging
 setup_logging(snakemake.log[0])
 parts = [load_circuits(path) for path in snakemake.input]
 metadata = {key: value for key, value in parts[0][1].items() if key != "shard"}
-save_circuits(snakemake.output[0], merge_circuits([part for part, _ in parts]), metadata)
+# The shards record the neurons selection they split, so a missing shard is caught.
+merged = merge_circuits([part for part, _ in parts], metadata.get("selected"))
+save_circuits(snakemake.output[0], merged, metadata)

@@ -6,6 +6,7 @@ from monoscope.data import DataConfig, open_dataset
 from monoscope.io import load_tensors
 from monoscope.logs import setup_logging
 from monoscope.plotting import plot_circuit_umap
+from monoscope.references import row_of_channel
 
 setup_logging(snakemake.log[0])
 params = snakemake.params
@@ -14,14 +15,11 @@ clusters, _ = load_tensors(snakemake.input.clusters)
 labels = clusters[f"k{params.k}/labels"]
 dataset = open_dataset(from_mapping(DataConfig, params.data), snakemake.input.samples)
 for neuron, path in zip(params.neurons, snakemake.output, strict=True):
-    if neuron >= len(labels):
-        raise ValueError(
-            f"figures.neurons: neuron {neuron} does not exist (the layer has {len(labels)})"
-        )
+    row = row_of_channel(circuits.channels, neuron)
     plot_circuit_umap(
-        circuits.circuits[neuron],
-        labels[neuron],
-        circuits.sample_ids[neuron],
+        circuits.circuits[row],
+        labels[row],
+        circuits.sample_ids[row],
         dataset,
         path,
         thumbnails=params.thumbnails,

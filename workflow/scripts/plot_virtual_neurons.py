@@ -5,6 +5,7 @@ from monoscope.data import DataConfig, open_dataset
 from monoscope.io import load_tensors, read_json
 from monoscope.logs import setup_logging
 from monoscope.plotting import plot_virtual_neurons
+from monoscope.references import row_of_channel
 
 setup_logging(snakemake.log[0])
 clusters, _ = load_tensors(snakemake.input.clusters)
@@ -14,13 +15,10 @@ method, k, neuron = (
     int(snakemake.wildcards.neuron),
 )
 labels = clusters[f"k{k}/labels"]
-if neuron >= len(labels):
-    raise ValueError(
-        f"figures.neurons: neuron {neuron} does not exist (the layer has {len(labels)})"
-    )
+row = row_of_channel(clusters["channels"], neuron)
 plot_virtual_neurons(
-    clusters["sample_ids"][neuron],
-    labels[neuron],
+    clusters["sample_ids"][row],
+    labels[row],
     open_dataset(from_mapping(DataConfig, snakemake.params.data), snakemake.input.samples),
     snakemake.output[0],
     class_names=read_json(snakemake.input.classes),

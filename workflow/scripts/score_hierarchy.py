@@ -49,6 +49,7 @@ if "clusters" in inputs.keys():
         clusters[f"k{k}/centroids"],
         params.circuits["method"],
         params.circuits["batch_rows"],
+        channels=clusters.get("channels"),
     )
     dataset = open_dataset(from_mapping(DataConfig, params.data), inputs.samples, "test")
     means = virtual_neuron_class_means(virtual, dataset, upper, len(classes))

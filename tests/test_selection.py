@@ -1,0 +1,157 @@
+"""Choosing the neurons to analyse (``neurons``) and input normalisations (``model.normalize``)."""
+
+import pytest
+import torch
+from torch import nn
+
+from monoscope.models.registry import (
+    NORMALIZATIONS,
+    InputNormalization,
+    ModelConfig,
+    SubjectModel,
+    parse_normalization,
+)
+from monoscope.references import TopReferences, channel_shard, row_of_channel, select_channels
+
+
+def _references(scores):
+    scores = torch.tensor(scores, dtype=torch.float32)
+    channels, n = scores.shape
+    return TopReferences(
+        sample_ids=torch.arange(channels * n).reshape(channels, n),
+        scores=scores,
+        positions=torch.zeros(channels, n, dtype=torch.int64),
+        spatial_shape=(2, 2),
+    )
+
+
+SCORES = [[1.0, 0.0], [5.0, 1.0], [2.0, 2.0], [9.0, -9.0], [3.0, 1.0]]
+
+
+def test_select_channels_all_list_range():
+    top = _references(SCORES)
+    assert select_channels(top, "all").tolist() == [0, 1, 2, 3, 4]
+    assert select_channels(top, [4, 1, 1]).tolist() == [1, 4]
+    assert select_channels(top, {"start": 1, "stop": 3}).tolist() == [1, 2]
+    with pytest.raises(ValueError, match="not channels 0..4"):
+        select_channels(top, [5])
+    with pytest.raises(ValueError, match="range"):
+        select_channels(top, {"start": 3, "stop": 9})
+    with pytest.raises(ValueError, match="expected all"):
+        select_channels(top, "some")
+
+
+def test_select_channels_top_by_scores_hand_worked():
+    top = _references(SCORES)
+    # mean scores: 0.5, 3, 2, 0, 2 -> best two: 1 (3.0), then 2 and 4 tie at 2.0 -> 2.
+    assert select_channels(top, {"top": 2, "by": "mean_score"}).tolist() == [1, 2]
+    # max scores: 1, 5, 2, 9, 3 -> best three: 3, 1, 4.
+    assert select_channels(top, {"top": 3, "by": "max_score"}).tolist() == [1, 3, 4]
+    assert select_channels(top, {"top": 5}).tolist() == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="neurons.by"):
+        select_channels(top, {"top": 2, "by": "variance"})
+    with pytest.raises(ValueError, match="neurons.top"):
+        select_channels(top, {"top": 6})
+
+
+def test_channel_shard_splits_the_selection(tmp_path):
+    from monoscope.references import save_references
+
+    top = _references(SCORES)
+    path = tmp_path / "references.safetensors"
+    save_references(path, {("actmax", "layer4"): top}, metadata={})
+    selection = [0, 2, 3, 4]
+    parts = [
+        channel_shard(path, "actmax", "layer4", f"{i}-of-3", selection)[1].tolist()
+        for i in (1, 2, 3)
+    ]
+    assert parts == [[0, 2], [3], [4]]
+    assert channel_shard(path, "actmax", "layer4", "1-of-1")[1].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_row_of_channel():
+    channels = torch.tensor([3, 7, 9])
+    assert row_of_channel(channels, 7) == 1
+    with pytest.raises(ValueError, match="figures.neurons: neuron 4 is not among"):
+        row_of_channel(channels, 4)
+
+
+def test_normalizations_against_hand_computation():
+    images = torch.rand(2, 3, 4, 5)
+    none = SubjectModel("m", nn.Identity(), (0.0,) * 3, (1.0,) * 3)
+    none.set_normalization(NORMALIZATIONS["none"])
+    assert torch.equal(none.normalize(images), images)
+
+    caffe = SubjectModel("m", nn.Identity(), (0.0,) * 3, (1.0,) * 3)
+    caffe.set_normalization(NORMALIZATIONS["caffe_bgr"])
+    expected = torch.stack(
+        [
+            images[:, 2] * 255 - 103.939,  # B
+            images[:, 1] * 255 - 116.779,  # G
+            images[:, 0] * 255 - 123.68,  # R
+        ],
+        dim=1,
+    )
+    assert torch.allclose(caffe.normalize(images), expected, atol=1e-4)
+
+    explicit = parse_normalization({"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.5, 1.0]})
+    assert explicit == InputNormalization((0.5,) * 3, (0.25, 0.5, 1.0))
+    assert parse_normalization("auto") is None
+    with pytest.raises(ValueError, match="model.normalize: unknown normalisation 'caffe'"):
+        parse_normalization("caffe")
+    with pytest.raises(ValueError, match="unknown keys"):
+        parse_normalization({"mean": [0, 0, 0], "std": [1, 1, 1], "gamma": 2})
+    with pytest.raises(ValueError, match="model.normalize"):
+        ModelConfig("torchvision:resnet18", "random", normalize="bgr")
+
+
+def test_explicit_normalize_overrides_family_default():
+    from monoscope.models import load_model
+
+    model = load_model(ModelConfig("torchvision:resnet18", "random", normalize="none"))
+    assert model.mean == (0.0, 0.0, 0.0) and model.std == (1.0, 1.0, 1.0)
+    default = load_model(ModelConfig("torchvision:resnet18", "random"))
+    assert default.normalization == NORMALIZATIONS["imagenet"]
+
+
+def test_weight_file_record_sets_normalization_and_head(tmp_path):
+    """A file without a classifier (head: none) builds a headless model; its record's
+    normalisation applies unless the config overrides it."""
+    import torchvision
+
+    from monoscope.io import save_tensors
+    from monoscope.models import load_model
+
+    net = torchvision.models.vgg11()
+    state = {f"features.{k}": v for k, v in net.features.state_dict().items()}
+    path = tmp_path / "vgg11_features.safetensors"
+    save_tensors(path, state, {"head": "none", "normalize": "caffe_bgr"})
+    model = load_model(ModelConfig("torchvision:vgg11", str(path)))
+    assert not model.has_head
+    assert model.normalization == NORMALIZATIONS["caffe_bgr"]
+    assert isinstance(model.net.classifier, nn.Identity)
+    images = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = net.avgpool(net.features(model.normalize(images))).flatten(1)
+        assert torch.allclose(model.net(model.normalize(images)), expected, atol=1e-5)
+    override = load_model(ModelConfig("torchvision:vgg11", str(path), normalize="imagenet"))
+    assert override.normalization == NORMALIZATIONS["imagenet"]
+
+
+def test_relmax_is_refused_without_a_head(tmp_path, small_digits):
+    import torchvision
+
+    from monoscope.io import save_tensors
+    from monoscope.models import load_model
+    from monoscope.references import ReferenceConfig, collect_references
+
+    net = torchvision.models.vgg11()
+    state = {f"features.{k}": v for k, v in net.features.state_dict().items()}
+    path = tmp_path / "vgg11_features.safetensors"
+    save_tensors(path, state, {"head": "none"})
+    model = load_model(ModelConfig("torchvision:vgg11", str(path)))
+    _, dataset = small_digits
+    with pytest.raises(ValueError, match="relmax starts relevance at a class logit"):
+        collect_references(
+            model, dataset, ["features.18"], ReferenceConfig(n=2, modes=("relmax",)), "cpu"
+        )
