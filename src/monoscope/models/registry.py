@@ -69,6 +69,16 @@ class InputNormalization:
                 f"scale, got mean {self.mean}, std {self.std}, scale {self.scale}"
             )
 
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """The network's input for unnormalised RGB images ``[B, 3, H, W]`` in [0, 1]."""
+        if self.scale != 1.0:
+            images = images * self.scale
+        if self.bgr:
+            images = images.flip(-3)
+        mean = torch.as_tensor(self.mean, dtype=images.dtype, device=images.device)
+        std = torch.as_tensor(self.std, dtype=images.dtype, device=images.device)
+        return (images - mean[:, None, None]) / std[:, None, None]
+
     def record(self) -> dict:
         return {
             "mean": list(self.mean),
@@ -177,13 +187,7 @@ class SubjectModel:
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """The network's input for unnormalised RGB images ``[B, 3, H, W]`` in [0, 1]."""
-        if self.scale != 1.0:
-            images = images * self.scale
-        if self.bgr:
-            images = images.flip(-3)
-        mean = torch.as_tensor(self.mean, dtype=images.dtype, device=images.device)
-        std = torch.as_tensor(self.std, dtype=images.dtype, device=images.device)
-        return (images - mean[:, None, None]) / std[:, None, None]
+        return self.normalization(images)
 
     def targets(self, labels: torch.Tensor) -> torch.Tensor:
         """Output indices of data set labels."""
