@@ -124,10 +124,11 @@ def run_case(config: dict, workdir: Path) -> dict:
         shutil.rmtree(out)  # a fresh run: Snakemake would otherwise skip finished jobs
     config_path = workdir / f"{config['experiment']}.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    relative = f"results/{config['experiment']}"  # as the rules name their outputs
     targets = [
-        f"{out}/references/references.safetensors",
-        f"{out}/circuits/circuits.safetensors",
-        *[f"{out}/embeddings/{name}.safetensors" for name in config["embedders"]],
+        f"{relative}/references/references.safetensors",
+        f"{relative}/circuits/circuits.safetensors",
+        *[f"{relative}/embeddings/{name}.safetensors" for name in config["embedders"]],
     ]
     command = [
         sys.executable, "-m", "snakemake", "--cores", str(config["threads"]),
@@ -176,6 +177,9 @@ def profile(runs: list[dict]) -> list[dict]:
         items = [items_of(base, run["size"], run["rows"]) for run in runs]
         seconds = [run["result"]["jobs"][stage]["seconds"] for run in runs]
         per_item = (seconds[1] - seconds[0]) / (items[1] - items[0])
+        marginal = per_item > 0
+        if not marginal:  # noise larger than the work added: bound it by the large run
+            per_item = seconds[1] / items[1]
         fixed = max(0.0, seconds[1] - per_item * items[1])
         disk = [run["result"]["disk"][stage] for run in runs]
         rows.append(
@@ -184,6 +188,7 @@ def profile(runs: list[dict]) -> list[dict]:
                 "items": items,
                 "seconds": seconds,
                 "seconds_per_item": per_item,
+                "marginal": marginal,
                 "fixed_seconds": fixed,
                 "max_rss_mb": [run["result"]["jobs"][stage]["max_rss_mb"] for run in runs],
                 "disk_bytes": disk,
@@ -235,8 +240,9 @@ def markdown(report: dict) -> str:
         ]
         for row, plan in zip(case["stages"], case["projection"], strict=True):
             rss = " / ".join(f"{value:.0f}" for value in row["max_rss_mb"])
+            bound = "" if row["marginal"] else " (upper bound)"
             lines.append(
-                f"| {row['stage']} | {row['seconds_per_item']:.4f} | {row['fixed_seconds']:.1f} | "
+                f"| {row['stage']} | {row['seconds_per_item']:.4f}{bound} | {row['fixed_seconds']:.1f} | "
                 f"{rss} | {_bytes(row['disk_bytes_per_item'])} | {plan['jobs']} | "
                 f"{plan['hours']:.2f} | {plan['disk_gb']:.3f} GB |"
             )
@@ -254,8 +260,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--sizes", type=int, nargs=2, default=[1000, 2000])
-    parser.add_argument("--neurons", type=int, nargs=2, default=[16, 32])
-    parser.add_argument("--n", type=int, default=5, help="references per channel")
+    parser.add_argument("--neurons", type=int, nargs=2, default=[8, 16])
+    parser.add_argument("--n", type=int, default=4, help="references per channel")
     parser.add_argument("--cases", nargs="+", default=["resnet152", "resnet50"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--readme", action="store_true", help="also write benchmarks/results/")
@@ -307,7 +313,23 @@ def main() -> None:
         target = REPO / "benchmarks" / "results" / f"scale{suffix}.md"
         target.parent.mkdir(exist_ok=True)
         target.write_text(text)
+        quote_in_readme(target)
     print(text)
+
+
+def readme_markers(name: str) -> tuple[str, str]:
+    return f"<!-- generated from benchmarks/results/{name}: do not edit -->", "<!-- end -->"
+
+
+def quote_in_readme(path: Path, readme: Path = REPO / "README.md") -> None:
+    """Replace README.md's quoted copy of ``path`` (between its markers) by the file."""
+    begin, end = readme_markers(path.name)
+    text = readme.read_text()
+    if begin not in text:
+        raise SystemExit(f"README.md has no block '{begin}' to refresh")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{begin}\n{path.read_text().rstrip()}\n{end}{tail}")
 
 
 if __name__ == "__main__":

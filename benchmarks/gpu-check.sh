@@ -18,4 +18,4 @@ print("gpu-check:", torch.cuda.get_device_name(0), "torch", torch.__version__)
 PYCHECK
 PYTHON="$PY" bash tests/install-real.sh
 "$PY" benchmarks/bench_scale.py --out results/bench --device cuda \
-    --threads "${THREADS:-8}" --sizes 2000 4000 --neurons 64 128 --readme
+    --threads "${THREADS:-8}" --sizes 2000 4000 --neurons 32 64 --n 8 --readme

@@ -1,5 +1,7 @@
 # PURE stages 4 and 5: relevance-cropped references and their embeddings, sharded
-# over neuron ranges.
+# over neuron ranges. Crop files hold the boxes only; the rules that need pixels cut
+# them from the data set (data params, sample table, crops.size), so the boxes do not
+# depend on crops.size and changing it reruns only the embeddings and figures.
 
 
 rule render_crops:
@@ -24,7 +26,7 @@ rule render_crops:
         upper=config["model"]["upper_layer"],
         reference_mode=config["circuits"]["references"],
         neurons=config["neurons"],
-        crops=section("crops", exclude=("shards",)),
+        crops=section("crops", exclude=("shards", "size")),
         device=config["device"],
     script:
         "../workflow/scripts/render_crops.py"
@@ -32,7 +34,8 @@ rule render_crops:
 
 rule plot_crops:
     input:
-        gather.crops(out("crops/shards/{scatteritem}.safetensors")),
+        crops=gather.crops(out("crops/shards/{scatteritem}.safetensors")),
+        samples=out("data/samples.csv"),
     output:
         report(
             out("figures/crops/neuron{neuron}.png"),
@@ -48,6 +51,8 @@ rule plot_crops:
         ENV
     params:
         columns=config["figures"]["columns"],
+        data=section("data"),
+        size=config["crops"]["size"],
     script:
         "../workflow/scripts/plot_crops.py"
 
@@ -55,6 +60,7 @@ rule plot_crops:
 rule embed_crops:
     input:
         crops=out("crops/shards/{scatteritem}.safetensors"),
+        samples=out("data/samples.csv"),
         weights=embedder_weight_input,
     output:
         out("embeddings/{embedder}/{scatteritem}.safetensors"),
@@ -69,6 +75,8 @@ rule embed_crops:
         gpu=1,
     params:
         embedder=lambda wildcards: embedder_params(wildcards.embedder),
+        data=section("data"),
+        size=config["crops"]["size"],
         device=config["device"],
     script:
         "../workflow/scripts/embed_crops.py"

@@ -65,5 +65,7 @@ rule plot_references:
     params:
         data=section("data"),
         grid=_sorted(config["references"]["grid"]),
+        upper=config["model"]["upper_layer"],
+        neurons=config["neurons"],
     script:
         "../workflow/scripts/plot_references.py"

@@ -108,7 +108,7 @@ rule render_sae_crops:
     params:
         data=section("data"),
         model=model_params(),
-        crops=section("crops", exclude=("shards",)),
+        crops=section("crops", exclude=("shards", "size")),
         device=config["device"],
     script:
         "../workflow/scripts/render_sae_crops.py"
@@ -117,6 +117,7 @@ rule render_sae_crops:
 use rule embed_crops as embed_sae_crops with:
     input:
         crops=out("sae/{layer}/{sae}/crops/{scatteritem}.safetensors"),
+        samples=out("data/samples.csv"),
         weights=embedder_weight_input,
     output:
         out("sae/{layer}/{sae}/embeddings/{embedder}/{scatteritem}.safetensors"),

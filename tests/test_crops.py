@@ -6,11 +6,16 @@ import torch
 import torch.nn.functional as F
 
 from monoscope.crops import (
+    CROP_KEYS,
     CropConfig,
     crop_images,
+    cut_crops,
+    direction_heatmaps,
+    iter_crops,
     load_crops,
     position_heatmaps,
     render_crops,
+    render_direction_crops,
     save_crops,
     square_boxes,
 )
@@ -271,7 +276,9 @@ def test_render_crops_shapes_and_agreement_with_the_parts(random_demo, toy_refer
     config = CropConfig(size=16, batch_size=7)
     channels = [6, 1, 3]
     result = render_crops(random_demo, dataset, references, "layer4", channels, config)
-    assert result["crops"].shape == (3, 5, 3, 16, 16) and result["crops"].dtype == torch.uint8
+    assert set(result) == set(CROP_KEYS) and "crops" not in result  # boxes, not pixels
+    crops = cut_crops(dataset, result["sample_ids"], result["boxes"], 16)
+    assert crops.shape == (3, 5, 3, 16, 16) and crops.dtype == torch.uint8
     assert result["boxes"].shape == (3, 5, 3) and result["boxes"].dtype == torch.int64
     assert result["channels"].tolist() == channels
     assert torch.equal(result["sample_ids"], references.sample_ids[channels])
@@ -285,7 +292,7 @@ def test_render_crops_shapes_and_agreement_with_the_parts(random_demo, toy_refer
     box = square_boxes(heat)
     assert result["boxes"][1, 3].tolist() == box[0].tolist()
     want = (crop_images(image, box, 16)[0] * 255).round().to(torch.uint8)
-    assert (result["crops"][1, 3].int() - want.int()).abs().max() <= 1
+    assert torch.equal(crops[1, 3], want)  # the same image at the same box
 
 
 def test_render_crops_do_not_depend_on_the_batch_size(random_demo, toy_references):
@@ -298,8 +305,11 @@ def test_render_crops_do_not_depend_on_the_batch_size(random_demo, toy_reference
         random_demo, dataset, references, "layer4", channels, CropConfig(size=12, batch_size=7)
     )
     assert torch.equal(one["boxes"], seven["boxes"])
-    assert (one["crops"].int() - seven["crops"].int()).abs().max() <= 1
     assert torch.equal(one["sample_ids"], seven["sample_ids"])
+    assert torch.equal(
+        cut_crops(dataset, one["sample_ids"], one["boxes"], 12),
+        cut_crops(dataset, seven["sample_ids"], seven["boxes"], 12),
+    )
 
 
 def test_render_crops_load_one_batch_of_images_at_a_time(random_demo, toy_references, monkeypatch):
@@ -360,7 +370,6 @@ def test_crop_config_validation_names_the_key(options, key):
 def test_save_and_load_round_trip(tmp_path):
     generator = torch.Generator().manual_seed(5)
     crops = {
-        "crops": torch.randint(0, 256, (2, 3, 3, 8, 8), generator=generator, dtype=torch.uint8),
         "boxes": torch.randint(0, 20, (2, 3, 3), generator=generator),
         "channels": torch.tensor([4, 1]),
         "sample_ids": torch.randint(0, 100, (2, 3), generator=generator),
@@ -374,4 +383,123 @@ def test_save_and_load_round_trip(tmp_path):
         assert loaded[key].dtype == value.dtype
         assert torch.equal(loaded[key], value)
     with pytest.raises(ValueError, match="boxes"):
-        save_crops(tmp_path / "bad.safetensors", {"crops": crops["crops"]}, metadata)
+        save_crops(tmp_path / "bad.safetensors", {"channels": crops["channels"]}, metadata)
+    with pytest.raises(ValueError, match="sample_ids"):
+        save_crops(tmp_path / "bad.safetensors", {"boxes": crops["boxes"]}, metadata)
+
+
+# --------------------------------------------------------------------------- cutting
+
+
+def stored_crops(model, dataset, references, layer, channels, config):
+    """The crops as the cropping stage stored them before crop files kept boxes only:
+    boxes and pixels from the same batch of images, rounded to bytes in the loop."""
+    channels = torch.as_tensor(channels)
+    n_refs = references.sample_ids.shape[1]
+    ids = references.sample_ids[channels].reshape(-1)
+    row_channels = channels[:, None].expand(-1, n_refs).reshape(-1)
+    positions = references.positions[channels].reshape(-1)
+    where = dataset.position_of(ids.numpy())
+    crops = []
+    for start in range(0, len(ids), config.batch_size):
+        batch = slice(start, start + config.batch_size)
+        images = torch.stack([dataset[int(p)][0] for p in where[batch]])
+        heat = position_heatmaps(model, images, layer, row_channels[batch], positions[batch])
+        boxes = square_boxes(heat, config.blur_kernel, config.threshold)
+        crops.append((crop_images(images, boxes, config.size) * 255).round().to(torch.uint8))
+    return torch.cat(crops).reshape(len(channels), n_refs, 3, config.size, config.size)
+
+
+def test_cut_crops_equal_the_crops_stored_before(random_demo, toy_references):
+    dataset, references = toy_references
+    channels = [5, 0, 7, 2]
+    for size, batch_size in [(16, 7), (9, 32), (40, 3)]:  # 40: upsampled
+        config = CropConfig(size=size, batch_size=batch_size)
+        result = render_crops(random_demo, dataset, references, "layer4", channels, config)
+        want = stored_crops(random_demo, dataset, references, "layer4", channels, config)
+        assert torch.equal(cut_crops(dataset, result["sample_ids"], result["boxes"], size), want)
+        # Streamed in any batch size, row by row channel-major, the bytes are the same.
+        for rows in (1, 6, 20, 64):
+            streamed = list(iter_crops(dataset, result, size, rows))
+            assert [len(batch) for batch in streamed[:-1]] == [rows] * (len(streamed) - 1)
+            assert torch.equal(torch.cat(streamed), want.reshape(-1, 3, size, size))
+
+
+def test_cut_direction_crops_equal_the_crops_stored_before(random_demo, toy_references):
+    dataset, references = toy_references
+    generator = torch.Generator().manual_seed(6)
+    directions = torch.randn(4, 8, generator=generator)  # 4 units reading layer4's 8 channels
+    sample_ids = references.sample_ids[:4]
+    config = CropConfig(size=16, batch_size=6)
+    result = render_direction_crops(
+        random_demo, dataset, sample_ids, "layer4", directions, [3, 1], config
+    )
+    assert set(result) == set(CROP_KEYS)
+    ids = sample_ids[[3, 1]].reshape(-1)
+    images = torch.stack([dataset[int(p)][0] for p in dataset.position_of(ids.numpy())])
+    heat = direction_heatmaps(
+        random_demo, images, "layer4", directions[[3, 1]].repeat_interleave(5, 0)
+    )
+    boxes = square_boxes(heat)
+    assert torch.equal(result["boxes"].reshape(-1, 3), boxes)
+    want = (crop_images(images, boxes, 16) * 255).round().to(torch.uint8)
+    cut = cut_crops(dataset, result["sample_ids"], result["boxes"], 16)
+    assert torch.equal(cut.reshape(-1, 3, 16, 16), want)
+
+
+def test_cut_crops_load_only_their_images_and_check_the_boxes(toy_references):
+    dataset, _ = toy_references
+    loaded = []
+
+    class CountingDataset(InMemoryDataset):
+        def __getitem__(self, position):
+            loaded.append(position)
+            return super().__getitem__(position)
+
+    counting = CountingDataset(dataset.images, dataset.labels, dataset.sample_ids)
+    crops = {
+        "sample_ids": torch.tensor([[103, 160], [100, 103]]),
+        "boxes": torch.tensor([[[0, 0, 32], [4, 2, 10]], [[20, 20, 12], [1, 1, 1]]]),
+    }
+    batches = iter_crops(counting, crops, 8, 3)
+    first = next(batches)
+    assert loaded == [1, 20, 0] and first.shape == (3, 3, 8, 8)
+    assert [len(batch) for batch in batches] == [1] and loaded == [1, 20, 0, 1]
+    empty = cut_crops(counting, torch.zeros(0, 5, dtype=torch.int64), torch.zeros(0, 5, 3), 8)
+    assert empty.shape == (0, 5, 3, 8, 8) and empty.dtype == torch.uint8
+    with pytest.raises(ValueError, match="outside the 32 x 32 images"):
+        cut_crops(dataset, torch.tensor([100]), torch.tensor([[20, 0, 13]]), 8)
+    with pytest.raises(ValueError, match="boxes"):
+        cut_crops(dataset, torch.tensor([100, 103]), torch.tensor([[0, 0, 4]]), 8)
+
+
+def test_crop_files_hold_a_few_bytes_per_row(tmp_path):
+    """Boxes, channels and sample ids only: ~32 bytes a row, not 3 * size**2."""
+    channels, n = 32, 100
+    crops = {
+        "boxes": torch.randint(0, 200, (channels, n, 3)),
+        "channels": torch.arange(channels),
+        "sample_ids": torch.randint(0, 50_000, (channels, n)),
+    }
+    path = tmp_path / "shard.safetensors"
+    save_crops(path, crops, {"layer": "layer4", "shard": 1, "shards": 64})
+    per_row = path.stat().st_size / (channels * n)
+    assert per_row < 33  # 24 (box) + 8 (sample id) + 8 / n (channel) + the header
+    # ImageNet scale: 2048 neurons x 100 references in well under 1 GB (7 MB).
+    assert per_row * 2048 * n < 10e6
+
+
+def test_streamed_embedding_equals_embedding_all_crops_at_once(toy_references):
+    from monoscope.embedders import Embedder, embed_batches, embed_images
+
+    dataset, references = toy_references
+    torch.manual_seed(7)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 5))
+    embedder = Embedder("toy", net, net, 8, (0.5, 0.5, 0.5), (0.2, 0.2, 0.2))
+    boxes = torch.tensor([[0, 0, 32], [4, 2, 10], [20, 20, 12], [1, 1, 7], [3, 9, 17]])
+    crops = {"sample_ids": references.sample_ids[:2], "boxes": boxes.expand(2, 5, 3)}
+    whole = embed_images(embedder, cut_crops(dataset, crops["sample_ids"], crops["boxes"], 12), 4)
+    streamed = embed_batches(embedder, iter_crops(dataset, crops, 12, 4), (3, 12, 12))
+    assert torch.equal(streamed.reshape(2, 5, -1), whole)
+    none = embed_batches(embedder, iter([]), (3, 12, 12))
+    assert none.shape == (0, 5) and none.dtype == torch.float32

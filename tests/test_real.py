@@ -232,10 +232,10 @@ def test_real_photos_experiment_runs_end_to_end(tmp_path_factory):
     assert check["layer_channels"] == {"layer4": 2048, "layer3": 1024}
     assert check["normalization"]["std"] == [1.0, 1.0, 1.0] and check["has_head"]
     circuits, metadata = load_tensors(out / "circuits" / "circuits.safetensors")
-    assert circuits["circuits"].shape == (12, 12, 1024)
+    assert circuits["circuits"].shape == (12, 8, 1024)
     assert metadata["selected"] == circuits["channels"].tolist()
     embeddings, _ = load_tensors(out / "embeddings" / "vgg.safetensors")
-    assert embeddings["embeddings"].shape == (12, 12, 512)
+    assert embeddings["embeddings"].shape == (12, 8, 512)
     assert torch.equal(embeddings["channels"], circuits["channels"])
     for table in ("semantic_distances", "alignment", "purity", "units", "sae"):
         assert (out / "tables" / f"{table}.csv").stat().st_size > 0
@@ -245,4 +245,4 @@ def test_real_photos_experiment_runs_end_to_end(tmp_path_factory):
     )
     assert report.returncode == 0, report.stderr[-3000:]
     html = (workdir / "report.html").read_text(errors="replace")
-    assert "grid_actmax_layer4.png" in html and "neuron862.png" in html
+    assert "grid_actmax_layer4.png" in html and "neuron1372.png" in html

@@ -213,3 +213,58 @@ def test_relmax_with_a_headless_weight_file_fails_before_any_job(repo, tmp_path)
     assert "references.modes: relmax starts relevance at a class logit" in output
     assert str(weights) in output
     assert not (repo / "results" / "headless").exists()
+
+
+def test_class_means_with_missing_classes_and_observed_mask():
+    import numpy as np
+
+    from monoscope.hierarchy import ClassMeanAccumulator, hierarchy_score, observed_classes
+
+    accumulator = ClassMeanAccumulator(num_units=2, num_classes=3)
+    accumulator.update(np.array([[1.0, 0.0], [3.0, 2.0], [0.0, 4.0]]), np.array([0, 0, 2]))
+    with pytest.raises(ValueError, match="no samples for classes 1"):
+        accumulator.means()
+    means = accumulator.means("nan")
+    assert np.isnan(means[:, 1]).all()
+    np.testing.assert_allclose(means[:, [0, 2]], [[2.0, 0.0], [1.0, 4.0]])
+    seen = observed_classes(means)
+    assert seen.tolist() == [True, False, True]
+    flat = np.ones((3, 3)) - np.eye(3)
+    # Unit 1: f = (1, 4) over the observed classes, f^T D f / |f|^2 = 2*1*4 / 17.
+    scores = hierarchy_score(means[:, seen], flat[seen][:, seen])
+    np.testing.assert_allclose(scores, [0.0, 8 / 17])
+
+
+def test_virtual_neuron_class_means_on_a_selection(random_demo, small_digits):
+    """Centroids of a selection score the selected channels: equal to the rows of the
+    same channels computed with every channel's centroids."""
+    from monoscope.units import virtual_neuron_class_means
+    from monoscope.virtual_neurons import VirtualNeurons
+
+    _, dataset = small_digits
+    torch.manual_seed(0)
+    centroids = torch.rand(8, 2, 32)
+    selection = torch.tensor([1, 5, 6])
+
+    class Store:  # pooled activations of the upper layer, as ActivationStore yields them
+        num_samples = 24
+
+        def iter_labelled(self, batch_size):
+            ids = dataset.sample_ids[:24]
+            images = torch.stack([dataset[i][0] for i in range(24)])
+            with torch.no_grad():
+                pooled = random_demo.net.features(random_demo.normalize(images))
+            for start in range(0, 24, batch_size):
+                part = slice(start, start + batch_size)
+                yield pooled[part], ids[part], dataset.labels[:24][part]
+
+    everything = VirtualNeurons(random_demo, "layer3", "layer4", centroids)
+    chosen = VirtualNeurons(
+        random_demo, "layer3", "layer4", centroids[selection], channels=selection
+    )
+    full = virtual_neuron_class_means(everything, dataset, Store(), 10, batch_size=8, missing="nan")
+    part = virtual_neuron_class_means(chosen, dataset, Store(), 10, batch_size=8, missing="nan")
+    rows = (selection[:, None] * 2 + torch.arange(2)).reshape(-1).numpy()
+    import numpy as np
+
+    np.testing.assert_allclose(part, full[rows], rtol=1e-5, atol=1e-6)

@@ -13,7 +13,13 @@ where the reference score peaks (``TopReferences.positions``):
    the image, at most the image's shorter side). A heatmap with nothing above the
    threshold gives the whole image;
 3. **crop**: that square of the *unnormalised* image, resized to ``size`` x ``size``
-   with antialiasing.
+   with antialiasing and rounded to bytes.
+
+Crop files keep the boxes only (``[C, N, 3]`` int64, a few bytes per row, not
+``3 * size**2`` bytes of pixels): the stages that need the pixels (embeddings, figures)
+cut them again from the data set's images with :func:`cut_crops` or
+:func:`iter_crops`, one batch of rows at a time. Cutting is deterministic, so the
+crops are the same bytes wherever they are cut.
 
 Every (channel, sample) row has its own channel and position, and many rows go
 through one CRP call. zennit-crp's ``FeatureVisualization.get_max_reference(rf=True)``
@@ -26,7 +32,7 @@ import contextlib
 import logging
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,7 +46,7 @@ from monoscope.references import EMPTY_ID, TopReferences, canonizers_for
 
 log = logging.getLogger(__name__)
 
-CROP_KEYS = ("crops", "boxes", "channels", "sample_ids")
+CROP_KEYS = ("boxes", "channels", "sample_ids")
 
 
 @dataclass(frozen=True)
@@ -49,7 +55,8 @@ class CropConfig:
 
     Parameters
     ----------
-    size : side of the saved (square) crops in pixels.
+    size : side of the (square) crops in pixels, once cut (:func:`cut_crops`); boxes
+        do not depend on it.
     blur_kernel : side of the Gaussian kernel that smooths the heatmap before
         thresholding (odd; 1 disables the blur). Its sigma is torchvision's default
         for that kernel size.
@@ -298,12 +305,13 @@ def render_crops(
 
     ``dataset`` yields ``(unnormalised image, label, sample_id)`` and has
     ``position_of(sample_ids)``; the images of one batch of rows are loaded at a time,
-    so memory holds one batch of images and the output.
+    so memory holds one batch of images and the boxes.
 
     Returns
     -------
-    ``{"crops": uint8 [C, N, 3, size, size], "boxes": int64 [C, N, 3] (top, left, side
-    in the dataset's image pixels), "channels": int64 [C], "sample_ids": int64 [C, N]}``.
+    ``{"boxes": int64 [C, N, 3] (top, left, side in the dataset's image pixels),
+    "channels": int64 [C], "sample_ids": int64 [C, N]}``; :func:`cut_crops` and
+    :func:`iter_crops` cut the crops themselves (``config.size``) from the data set.
     """
     device = torch.device(device)
     channels = torch.as_tensor(channels, dtype=torch.int64).reshape(-1)
@@ -328,7 +336,6 @@ def render_crops(
     )
 
     rows = len(row_ids)
-    crops = torch.zeros((rows, 3, config.size, config.size), dtype=torch.uint8)
     boxes = torch.zeros((rows, 3), dtype=torch.int64)
     starts = range(0, rows, config.batch_size)
     progress = tqdm(
@@ -352,12 +359,8 @@ def render_crops(
                 f"layer '{layer}' has spatial shape {spatial_shape} but the references "
                 f"were collected on {tuple(references.spatial_shape)}"
             )
-        batch_boxes = square_boxes(heatmaps.cpu(), config.blur_kernel, config.threshold)
-        batch_crops = crop_images(images.cpu(), batch_boxes, config.size)
-        crops[batch] = (batch_crops * 255).round().to(torch.uint8)
-        boxes[batch] = batch_boxes
+        boxes[batch] = square_boxes(heatmaps.cpu(), config.blur_kernel, config.threshold)
     return {
-        "crops": crops.reshape(n_channels, n_refs, 3, config.size, config.size),
         "boxes": boxes.reshape(n_channels, n_refs, 3),
         "channels": channels.clone(),
         "sample_ids": sample_ids.clone(),
@@ -382,6 +385,80 @@ def load_crops(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
     if missing:
         raise ValueError(f"{path} is not a crops file: it lacks {missing}")
     return tensors, metadata
+
+
+# --------------------------------------------------------------------------- cutting
+
+
+def crop_bytes(crops: torch.Tensor) -> torch.Tensor:
+    """Crops in ``[0, 1]`` (:func:`crop_images`) as uint8, rounded to the nearest byte."""
+    return (crops * 255).round().to(torch.uint8)
+
+
+def cut_crops(
+    dataset: torch.utils.data.Dataset,
+    sample_ids: torch.Tensor,
+    boxes: torch.Tensor,
+    size: int,
+) -> torch.Tensor:
+    """The uint8 crops ``[..., 3, size, size]`` of ``sample_ids [...]`` at ``boxes [..., 3]``.
+
+    ``dataset`` yields ``(unnormalised image, label, sample_id)`` and has
+    ``position_of(sample_ids)`` (the data set the boxes were found on, with the same
+    data options); every image of the call is loaded, so callers pass one batch of rows
+    (:func:`iter_crops` streams a whole crops file). The result is byte for byte what
+    the cropping stage stored when it kept the pixels: :func:`crop_images` at the box,
+    rounded by :func:`crop_bytes`.
+    """
+    sample_ids = torch.as_tensor(sample_ids, dtype=torch.int64)
+    boxes = torch.as_tensor(boxes, dtype=torch.int64)
+    if boxes.shape != (*sample_ids.shape, 3):
+        raise ValueError(
+            f"expected boxes [..., 3] for sample ids [...], got {tuple(boxes.shape)} and "
+            f"{tuple(sample_ids.shape)}"
+        )
+    if size < 1:
+        raise ValueError(f"crop size must be positive, got {size}")
+    flat_ids, flat_boxes = sample_ids.reshape(-1), boxes.reshape(-1, 3)
+    if len(flat_ids) == 0:
+        return torch.zeros((*sample_ids.shape, 3, size, size), dtype=torch.uint8)
+    positions = np.asarray(dataset.position_of(flat_ids.numpy())).reshape(-1)
+    images = torch.stack([dataset[int(position)][0] for position in positions])
+    top, left, side = flat_boxes.unbind(1)
+    height, width = images.shape[-2:]
+    if (side < 1).any() or (top < 0).any() or (left < 0).any():
+        raise ValueError("crop boxes must have non-negative corners and positive sides")
+    if (top + side > height).any() or (left + side > width).any():
+        raise ValueError(
+            f"crop boxes reach outside the {height} x {width} images: were they found on "
+            "images of another size (data.image_size, data.resize)?"
+        )
+    crops = crop_bytes(crop_images(images, flat_boxes, size))
+    return crops.reshape(*sample_ids.shape, *crops.shape[1:])
+
+
+def iter_crops(
+    dataset: torch.utils.data.Dataset,
+    crops: Mapping[str, torch.Tensor],
+    size: int,
+    batch_size: int,
+) -> Iterator[torch.Tensor]:
+    """The uint8 crops of every row of a crops file, ``batch_size`` rows at a time.
+
+    ``crops`` holds ``boxes [C, N, 3]`` and ``sample_ids [C, N]`` (as from
+    :func:`load_crops`); rows come channel-major (row ``c * N + n`` is reference n of
+    channel c), in batches ``[B, 3, size, size]`` of ``batch_size`` rows (the last one
+    shorter). Only one batch of images and crops is in memory at a time.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch size must be positive, got {batch_size}")
+    sample_ids = torch.as_tensor(crops["sample_ids"], dtype=torch.int64).reshape(-1)
+    boxes = torch.as_tensor(crops["boxes"], dtype=torch.int64).reshape(-1, 3)
+    if len(boxes) != len(sample_ids):
+        raise ValueError(f"{len(boxes)} boxes but {len(sample_ids)} sample ids")
+    for start in range(0, len(sample_ids), batch_size):
+        batch = slice(start, start + batch_size)
+        yield cut_crops(dataset, sample_ids[batch], boxes[batch], size)
 
 
 # --------------------------------------------------------------------------- directions
@@ -465,18 +542,14 @@ def render_direction_crops(
     row_units = units[:, None].expand(n_units, n_refs).reshape(-1)
     row_ids = chosen.reshape(-1)
     positions = torch.tensor(np.asarray(dataset.position_of(row_ids.numpy())), dtype=torch.int64)
-    crops = torch.zeros((len(row_ids), 3, config.size, config.size), dtype=torch.uint8)
     boxes = torch.zeros((len(row_ids), 3), dtype=torch.int64)
     starts = range(0, len(row_ids), config.batch_size)
     for start in tqdm(starts, desc=f"crops {layer} units", unit="batch", **progress_kwargs()):
         batch = slice(start, min(start + config.batch_size, len(row_ids)))
         images = torch.stack([dataset[int(pos)][0] for pos in positions[batch]]).to(device)
         heatmaps = direction_heatmaps(model, images, layer, directions[row_units[batch]].to(device))
-        batch_boxes = square_boxes(heatmaps.cpu(), config.blur_kernel, config.threshold)
-        crops[batch] = (crop_images(images.cpu(), batch_boxes, config.size) * 255).round().byte()
-        boxes[batch] = batch_boxes
+        boxes[batch] = square_boxes(heatmaps.cpu(), config.blur_kernel, config.threshold)
     return {
-        "crops": crops.reshape(n_units, n_refs, 3, config.size, config.size),
         "boxes": boxes.reshape(n_units, n_refs, 3),
         "channels": units.clone(),
         "sample_ids": chosen.clone(),

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -290,3 +290,33 @@ def build_embedder(
     if config.weights == "random":
         log.warning("embedder %s uses RANDOM weights (weights: random)", name)
     return EMBEDDERS[config.kind](name, config).to(device)
+
+
+# --------------------------------------------------------------------------- streaming
+
+
+def embed_batches(
+    embedder: Embedder,
+    batches: Iterable[torch.Tensor],
+    image_shape: tuple[int, int, int],
+    total: int | None = None,
+    desc: str = "",
+) -> torch.Tensor:
+    """Embed images that arrive in batches ``[B, 3, h, w]`` (uint8 0..255 or float 0..1).
+
+    The streaming form of :func:`embed_images`: only one batch of images is in memory,
+    and each batch goes through the embedder as it comes, so batches of the same
+    images give the same vectors as :func:`embed_images` with that batch size. Returns
+    ``[rows, dim]``; with no rows at all, ``[0, dim]`` (the width from one blank image
+    of ``image_shape``). ``total`` (the number of batches) is for the progress bar.
+    """
+    vectors = []
+    for batch in tqdm(batches, total=total, desc=desc or embedder.name, **progress_kwargs()):
+        if len(batch) == 0:
+            continue
+        batch = batch.float() / 255.0 if batch.dtype == torch.uint8 else batch.float()
+        vectors.append(embedder(batch).cpu())
+    if not vectors:  # e.g. a shard of SAE units with no alive feature
+        width = embedder(torch.zeros(1, *image_shape)).shape[-1]
+        return torch.zeros(0, width)
+    return torch.cat(vectors)

@@ -209,18 +209,34 @@ class ClassMeanAccumulator:
         self._sums += np.asarray(one_hot @ acts)
         self._counts += np.bincount(labels, minlength=self.num_classes)
 
-    def means(self) -> np.ndarray:
+    def means(self, missing: str = "error") -> np.ndarray:
         """Mean activation per unit and class, ``[U, C]`` float64.
+
+        ``missing`` decides what a class without samples gets: ``error`` raises,
+        ``nan`` gives it NaN (a small data set where some classes are only in training;
+        :func:`observed_classes` then restricts the score to the others).
 
         Raises
         ------
         ValueError
-            If some class has no sample yet (its mean would be undefined).
+            If some class has no sample yet (its mean would be undefined) and
+            ``missing`` is ``error``.
         """
+        if missing not in ("error", "nan"):
+            raise ValueError(f"missing must be 'error' or 'nan', got '{missing}'")
         empty = np.flatnonzero(self._counts == 0)
-        if empty.size:
+        if empty.size and missing == "error":
             raise ValueError(f"no samples for classes {_listed(empty.tolist())}")
-        return (self._sums / self._counts[:, None]).T
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = self._sums / self._counts[:, None]
+        means[empty] = np.nan
+        return means.T
+
+
+def observed_classes(class_means) -> np.ndarray:
+    """Boolean mask ``[C]`` of the classes whose means are defined (no NaN in any unit)."""
+    f = _as_array(class_means, dtype=np.float64)
+    return ~np.isnan(f).any(axis=0)
 
 
 def class_means(unit_activations, labels, num_classes: int) -> np.ndarray:

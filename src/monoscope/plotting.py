@@ -25,18 +25,22 @@ def plot_reference_grid(
     channels: int = 8,
     columns: int = 10,
     title: str = "",
+    channel_ids: Sequence[int] | None = None,
 ) -> None:
-    """One row per channel (the first ``channels``), its best ``columns`` references.
+    """One row per channel (the first ``channels`` of ``channel_ids``, by default of all
+    channels), its best ``columns`` references.
 
     Each image is shown unnormalised with its label and score; a box marks the cell
     of the layer's spatial map where the score peaks.
     """
-    rows = min(channels, references.n_channels)
+    shown = list(range(references.n_channels) if channel_ids is None else channel_ids)
+    shown = [int(channel) for channel in shown[:channels]]
+    rows = len(shown)
     columns = min(columns, references.sample_ids.shape[1])
     figure, axes = plt.subplots(
         rows, columns, figsize=(1.25 * columns + 0.6, 1.35 * rows + 0.6), squeeze=False
     )
-    for channel in range(rows):
+    for row, channel in enumerate(shown):
         ids = references.sample_ids[channel, :columns]
         valid = ids != EMPTY_ID
         positions = dict(
@@ -47,7 +51,7 @@ def plot_reference_grid(
             )
         )
         for column in range(columns):
-            axis = axes[channel, column]
+            axis = axes[row, column]
             axis.set_xticks([])
             axis.set_yticks([])
             if column == 0:

@@ -46,15 +46,22 @@ def sae_references(sae, store: ActivationStore, n: int, batch_size: int = 4096) 
     return tracker.result()
 
 
-def neuron_class_means(store: ActivationStore, num_classes: int) -> np.ndarray:
-    """Mean ReLU'd pooled activation of every channel per class, ``[C, classes]``."""
+def neuron_class_means(
+    store: ActivationStore, num_classes: int, missing: str = "error"
+) -> np.ndarray:
+    """Mean ReLU'd pooled activation of every channel per class, ``[C, classes]``.
+
+    ``missing`` is what a class without samples gets (:meth:`ClassMeanAccumulator.means`).
+    """
     accumulator = ClassMeanAccumulator(store.dim, num_classes)
     for vectors, _, labels in store.iter_labelled(4096):
         accumulator.update(vectors.clamp(min=0).numpy(), labels.numpy())
-    return accumulator.means()
+    return accumulator.means(missing)
 
 
-def sae_class_means(sae, store: ActivationStore, num_classes: int) -> np.ndarray:
+def sae_class_means(
+    sae, store: ActivationStore, num_classes: int, missing: str = "error"
+) -> np.ndarray:
     """Mean code of every SAE feature per class, ``[K, classes]``."""
     accumulator = None
     for vectors, _, labels in store.iter_labelled(4096):
@@ -62,7 +69,7 @@ def sae_class_means(sae, store: ActivationStore, num_classes: int) -> np.ndarray
         if accumulator is None:
             accumulator = ClassMeanAccumulator(codes.shape[1], num_classes)
         accumulator.update(codes.numpy(), labels.numpy())
-    return accumulator.means()
+    return accumulator.means(missing)
 
 
 def virtual_neuron_class_means(
@@ -71,11 +78,13 @@ def virtual_neuron_class_means(
     store: ActivationStore,
     num_classes: int,
     batch_size: int = 64,
+    missing: str = "error",
 ) -> np.ndarray:
     """Mean activation of every virtual neuron per class, ``[C * k, classes]`` (row j*k+m).
 
     ``dataset`` yields the images of the store's samples (``position_of`` by sample id);
-    ``virtual_neurons`` gives the cluster of each (sample, channel) row.
+    ``virtual_neurons`` gives the cluster of each (sample, channel) row; its ``channels``
+    (the neurons selection) pick the store's columns.
     """
     channels, clusters = virtual_neurons.shape
     accumulator = ClassMeanAccumulator(channels * clusters, num_classes)
@@ -91,9 +100,11 @@ def virtual_neuron_class_means(
         images = torch.stack([dataset[int(p)][0] for p in positions])
         nearest = virtual_neurons.assignments(images)  # [B, C]
         gate = torch.nn.functional.one_hot(nearest, clusters).float()  # [B, C, k]
+        if virtual_neurons.channels is not None:
+            vectors = vectors[:, virtual_neurons.channels]
         activation = vectors.clamp(min=0)[:, :, None] * gate
         accumulator.update(activation.reshape(len(vectors), -1).numpy(), labels.numpy())
-    return accumulator.means()
+    return accumulator.means(missing)
 
 
 @contextlib.contextmanager

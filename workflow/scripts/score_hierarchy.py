@@ -9,7 +9,7 @@ from monoscope.activations import ActivationStore
 from monoscope.config import from_mapping
 from monoscope.data import DataConfig, open_dataset
 from monoscope.device import resolve_device
-from monoscope.hierarchy import distances_from_config, hierarchy_score
+from monoscope.hierarchy import distances_from_config, hierarchy_score, observed_classes
 from monoscope.io import load_tensors, read_json, write_json
 from monoscope.logs import setup_logging
 from monoscope.models import ModelConfig, load_model
@@ -32,12 +32,19 @@ def store_of(paths):
 
 
 def scored(kind, means, extra=None):
-    scores = hierarchy_score(means, distances)
-    return {"kind": kind, "scores": [None if s != s else float(s) for s in scores], **(extra or {})}
+    # Classes without a test sample (a small data set) drop out of f and D alike.
+    seen = observed_classes(means)
+    scores = hierarchy_score(means[:, seen], distances[seen][:, seen])
+    return {
+        "kind": kind,
+        "scores": [None if s != s else float(s) for s in scores],
+        "classes_scored": int(seen.sum()),
+        **(extra or {}),
+    }
 
 
 upper = store_of(inputs.upper_activations)
-units = [scored("neurons", neuron_class_means(upper, len(classes)), {"layer": params.upper})]
+units = [scored("neurons", neuron_class_means(upper, len(classes), "nan"), {"layer": params.upper})]
 if "clusters" in inputs.keys():
     k = options["k"]
     clusters, _ = load_tensors(inputs.clusters)
@@ -52,14 +59,14 @@ if "clusters" in inputs.keys():
         channels=clusters.get("channels"),
     )
     dataset = open_dataset(from_mapping(DataConfig, params.data), inputs.samples, "test")
-    means = virtual_neuron_class_means(virtual, dataset, upper, len(classes))
+    means = virtual_neuron_class_means(virtual, dataset, upper, len(classes), missing="nan")
     units.append(scored("pure", means, {"layer": params.upper, "k": k}))
 # inputs.saes is layer-major over (sae.layers x sae.models), as common.smk expands it.
 pairs = [(layer, name) for layer in params.sae_layers for name in params.sae_models]
 for (layer, name), path in zip(pairs, inputs.saes, strict=True):
     shards = [shard for shard in inputs.sae_activations if Path(shard).parent.name == layer]
     sae = load_sae(path).to(device).eval()
-    means = sae_class_means(sae, store_of(shards), len(classes))
+    means = sae_class_means(sae, store_of(shards), len(classes), "nan")
     units.append(scored(f"sae:{name}", means, {"layer": layer}))
 write_json(
     snakemake.output[0],
