@@ -41,7 +41,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest; status=$$?; bash tests/slurm/stop-cluster.sh; exit $$status
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow and not workflow"
+	$(BIN)/python -m pytest -m "not slow and not workflow and not real"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_references.py --out results/bench
