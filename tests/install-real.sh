@@ -24,4 +24,13 @@ if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi
 echo "install-real: pip install --no-deps ${missing[*]} (resmem is a 489 MB wheel)"
-"$PY" -m pip install --quiet --no-deps "${missing[@]}"
+# The real tests quote this file when they skip, so the reason is in the test report.
+REASON="$(dirname "$PY")/../.install-real-failed"
+rm -f "$REASON"
+if ! "$PY" -m pip install --quiet --no-deps "${missing[@]}" 2> "$REASON.tmp"; then
+    tail -n 5 "$REASON.tmp" > "$REASON"
+    rm -f "$REASON.tmp"
+    cat "$REASON" >&2
+    exit 1
+fi
+rm -f "$REASON.tmp"

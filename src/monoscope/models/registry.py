@@ -297,9 +297,6 @@ def _torchvision(arch: str, config: ModelConfig) -> SubjectModel:
         load_state(net, state, config.weights)
         model = SubjectModel(config.name, net.eval(), IMAGENET_MEAN, IMAGENET_STD)
         model.has_head = record.get("head") != "none"
-        model.metadata = {"weights_record": record} if record else {}
-        if record.get("normalize"):
-            model.set_normalization(parse_normalization(record["normalize"], config.weights))
         return model
     return SubjectModel(config.name, net.eval(), IMAGENET_MEAN, IMAGENET_STD)
 
@@ -415,9 +412,15 @@ def load_model(config: ModelConfig, device: torch.device | str = "cpu") -> Subje
     if config.weights == "random":
         log.warning("model %s uses RANDOM weights (model.weights: random)", config.name)
     model = MODEL_FAMILIES[family](arch, config)
-    explicit = parse_normalization(config.normalize)
-    if explicit is not None:
-        model.set_normalization(explicit)
+    normalization = parse_normalization(config.normalize)
+    if normalization is None and family != "demo_cnn":  # auto: the weight file's record
+        record = (
+            weight_file_record(config.weights) if config.weights not in ("cache", "random") else {}
+        )
+        if record.get("normalize"):
+            normalization = parse_normalization(record["normalize"], f"{config.weights} record")
+    if normalization is not None:
+        model.set_normalization(normalization)
     for parameter in model.net.parameters():
         parameter.requires_grad_(False)
     return model.to(torch.device(device))
