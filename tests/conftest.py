@@ -82,7 +82,6 @@ def require_package(name: str) -> Path:
     skipped with the reason, never silently passed.
     """
     import importlib.util
-
     import sys
 
     spec = importlib.util.find_spec(name)

@@ -172,11 +172,9 @@ def test_imported_weight_files_agree_with_the_weight_sources(repo):
 
 @pytest.mark.workflow
 def test_relmax_with_a_headless_weight_file_fails_before_any_job(repo, tmp_path):
-    import subprocess
-    import sys
-
     import torchvision
     import yaml
+    from test_workflow import snakemake
 
     from monoscope.io import save_tensors
 
@@ -201,13 +199,7 @@ def test_relmax_with_a_headless_weight_file_fails_before_any_job(repo, tmp_path)
     }
     path = tmp_path / "headless.yaml"
     path.write_text(yaml.safe_dump(config))
-    result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile", str(path)],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = snakemake(repo, "-n", "--cores", "1", "--configfile", str(path), timeout=120)
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "references.modes: relmax starts relevance at a class logit" in output
