@@ -89,7 +89,19 @@ if config["model"]["weights"] == "trained" and config["model"]["name"] != "demo_
 
 _neurons = config["neurons"]
 if isinstance(_neurons, dict) and "start" in _neurons:
+    if _neurons["start"] >= _neurons["stop"]:
+        raise ValueError(
+            f"neurons: the range {_neurons} is empty (start must be below stop)"
+        )
     _neurons = list(range(_neurons["start"], _neurons["stop"]))
+if _neurons != "all":
+    _count = len(_neurons) if isinstance(_neurons, list) else _neurons["top"]
+    for _stage in ("circuits", "crops"):
+        if config[_stage]["shards"] > _count:
+            raise ValueError(
+                f"{_stage}.shards: {config[_stage]['shards']} shards for {_count} analysed "
+                f"neurons (neurons: {config['neurons']}) would leave a shard empty"
+            )
 if isinstance(_neurons, list):
     _outside = sorted(set(config["figures"]["neurons"]) - set(_neurons))
     if _outside:

@@ -67,5 +67,6 @@ rule plot_references:
         grid=_sorted(config["references"]["grid"]),
         upper=config["model"]["upper_layer"],
         neurons=config["neurons"],
+        reference_mode=config["circuits"]["references"],
     script:
         "../workflow/scripts/plot_references.py"

@@ -260,3 +260,24 @@ def test_virtual_neuron_class_means_on_a_selection(random_demo, small_digits):
     import numpy as np
 
     np.testing.assert_allclose(part, full[rows], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"neurons": {"start": 5, "stop": 3}}, "neurons: the range"),
+        ({"neurons": [5], "figures": {"neurons": [5]}}, "circuits.shards: 2 shards for 1"),
+        ({"neurons": [0, 1, 2], "figures": {"neurons": [3]}}, "figures.neurons: [3] are not"),
+    ],
+)
+def test_bad_neurons_selections_fail_before_any_job(repo, tmp_path, override, message):
+    import yaml
+    from test_workflow import snakemake
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"experiment": "bad_neurons", "branches": ["pure"]} | override))
+    result = snakemake(repo, "-n", "--cores", "1", "--configfile", str(path), timeout=120)
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+    assert not (repo / "results" / "bad_neurons").exists()

@@ -12,7 +12,12 @@ references, _ = load_references(snakemake.input.references)
 mode, layer = snakemake.wildcards.mode, snakemake.wildcards.layer
 top = references[(mode, layer)]
 # The upper layer's grid shows the analysed neurons (the neurons key), others the first.
-shown = select_channels(top, snakemake.params.neurons) if layer == snakemake.params.upper else None
+# The selection is made on the circuits' references (circuits.references), in every mode.
+shown = (
+    select_channels(references[(snakemake.params.reference_mode, layer)], snakemake.params.neurons)
+    if layer == snakemake.params.upper
+    else None
+)
 dataset = open_dataset(from_mapping(DataConfig, snakemake.params.data), snakemake.input.samples)
 plot_reference_grid(
     top,

@@ -44,10 +44,19 @@ def scored(kind, means, extra=None):
 
 
 upper = store_of(inputs.upper_activations)
-units = [scored("neurons", neuron_class_means(upper, len(classes), "nan"), {"layer": params.upper})]
-if "clusters" in inputs.keys():
+neuron_means = neuron_class_means(upper, len(classes), "nan")
+clusters = load_tensors(inputs.clusters)[0] if "clusters" in inputs.keys() else {}
+# The neurons row scores the analysed neurons (the neurons key), like its purity does.
+analysed = clusters["channels"].numpy() if "channels" in clusters else None
+units = [
+    scored(
+        "neurons",
+        neuron_means if analysed is None else neuron_means[analysed],
+        {"layer": params.upper} | ({} if analysed is None else {"channels": analysed.tolist()}),
+    )
+]
+if clusters:
     k = options["k"]
-    clusters, _ = load_tensors(inputs.clusters)
     model = load_model(from_mapping(ModelConfig, params.model), device)
     virtual = VirtualNeurons(
         model,
