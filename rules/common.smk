@@ -116,14 +116,10 @@ if isinstance(_neurons, dict) and _neurons["top"] < len(config["figures"]["neuro
     )
 
 _weights = config["model"]["weights"]
-if (
-    "relmax" in config["references"]["modes"]
-    and _weights.endswith(".safetensors")
-    and os.path.isfile(_weights)
-):
-    from monoscope.io import read_metadata  # the header only, not the tensors
+if "relmax" in config["references"]["modes"] and os.path.isfile(_weights):
+    from monoscope.models.registry import weight_file_record  # reads the header only
 
-    if read_metadata(_weights).get("head") == "none":
+    if weight_file_record(_weights).get("head") == "none":
         raise ValueError(
             f"references.modes: relmax starts relevance at a class logit, but "
             f"model.weights {_weights} has no classifier head (head: none); use [actmax]"

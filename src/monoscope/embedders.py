@@ -131,17 +131,10 @@ def embed_images(
     """Embed ``[..., 3, h, w]`` images (uint8 0..255 or float 0..1) in batches; keeps leading dims."""
     leading = images.shape[:-3]
     flat = images.reshape(-1, *images.shape[-3:])
-    if len(flat) == 0:  # e.g. a shard of SAE units with no alive feature: learn D from a blank
-        width = embedder(torch.zeros(1, *flat.shape[1:])).shape[-1]
-        return torch.zeros(*leading, width)
-    vectors = []
-    for start in tqdm(
-        range(0, len(flat), batch_size), desc=desc or embedder.name, **progress_kwargs()
-    ):
-        batch = flat[start : start + batch_size]
-        batch = batch.float() / 255.0 if batch.dtype == torch.uint8 else batch.float()
-        vectors.append(embedder(batch).cpu())
-    return torch.cat(vectors).reshape(*leading, -1)
+    batches = (flat[start : start + batch_size] for start in range(0, len(flat), batch_size))
+    total = -(-len(flat) // batch_size)
+    vectors = embed_batches(embedder, batches, tuple(flat.shape[1:]), total, desc)
+    return vectors.reshape(*leading, vectors.shape[-1])
 
 
 # --------------------------------------------------------------------------- kinds
