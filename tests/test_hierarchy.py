@@ -20,11 +20,11 @@ from monoscope.hierarchy import (
     imagenet_distances,
     imagenet_wnids,
     load_distances,
-    main,
     parse_wordnet_nouns,
     read_imagenet_tree,
     tree_distances,
 )
+from monoscope.hierarchy.__main__ import main
 
 WORDNET_DIR = Path("/usr/share/wordnet")
 needs_wordnet = pytest.mark.skipif(
