@@ -29,10 +29,10 @@ from pathlib import Path
 import torch
 
 import monoscope  # noqa: F401  (torchvision adapter before torchvision)
-from monoscope.circuits import CircuitConfig, circuits_per_neuron_crp, compute_circuits
 from monoscope.data import DataConfig, ImageDataset, InMemoryDataset, make_sample_table
 from monoscope.models import ModelConfig, SubjectModel, load_model
 from monoscope.models.registry import IMAGENET_MEAN, IMAGENET_STD
+from monoscope.pure.circuits import CircuitConfig, circuits_per_neuron_crp, compute_circuits
 from monoscope.references import ReferenceConfig, collect_references
 
 DEMO_WEIGHTS = Path("results/demo/models/subject.safetensors")

@@ -5,7 +5,10 @@ import timm
 import torch
 import torchvision
 
-from monoscope.circuits import (
+from monoscope.data import InMemoryDataset
+from monoscope.models import SubjectModel
+from monoscope.models.registry import IMAGENET_MEAN, IMAGENET_STD
+from monoscope.pure.circuits import (
     CircuitConfig,
     Circuits,
     circuit_target,
@@ -16,9 +19,6 @@ from monoscope.circuits import (
     save_circuits,
     spatial_mean_relu,
 )
-from monoscope.data import InMemoryDataset
-from monoscope.models import SubjectModel
-from monoscope.models.registry import IMAGENET_MEAN, IMAGENET_STD
 
 
 def subject(net) -> SubjectModel:

@@ -1,4 +1,4 @@
-"""Tests of monoscope.clustering: k-means virtual neurons and the automatic choice of k."""
+"""Tests of monoscope.pure.clustering: k-means virtual neurons and the automatic choice of k."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
-from monoscope.clustering import ClusterConfig, cluster_units, kmeans, silhouette
+from monoscope.pure.clustering import ClusterConfig, cluster_units, kmeans, silhouette
 
 CHANNELS = 3  # channel c has c + 2 planted blobs
 POINTS_PER_BLOB = 12

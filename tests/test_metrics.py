@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from monoscope.metrics import (
+from monoscope.pure.metrics import (
     alignment,
     alignment_scores,
     distance_summary,

@@ -168,8 +168,8 @@ def test_circuits_on_real_resnet152_equal_autograd(real_weights, imagenet_folder
     """Every row of a circuits shard over real photos equals the formula computed with
     plain autograd on torchvision's modules: c_i = sum_p a_i(p) dT/da_i(p) with
     T = sum_q stopgrad(relu(a_j(q))) a_j(q), L1-normalised."""
-    from monoscope.circuits import CircuitConfig, compute_circuits
     from monoscope.data import ImageDataset, make_sample_table
+    from monoscope.pure.circuits import CircuitConfig, compute_circuits
     from monoscope.references import ReferenceConfig, collect_references, select_channels
 
     model = load_model(ModelConfig("torchvision:resnet152", str(real_weights("resmem"))))

@@ -230,8 +230,8 @@ def test_class_means_with_missing_classes_and_observed_mask():
 def test_virtual_neuron_class_means_on_a_selection(random_demo, small_digits):
     """Centroids of a selection score the selected channels: equal to the rows of the
     same channels computed with every channel's centroids."""
+    from monoscope.pure.virtual_neurons import VirtualNeurons
     from monoscope.units import virtual_neuron_class_means
-    from monoscope.virtual_neurons import VirtualNeurons
 
     _, dataset = small_digits
     torch.manual_seed(0)

@@ -6,7 +6,7 @@ import torch
 import torchvision
 
 from monoscope.models.demo import DemoCNN
-from monoscope.subnet import check_subnetwork, extract_subnetwork
+from monoscope.models.subnet import check_subnetwork, extract_subnetwork
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from monoscope.activations import (
     collect_activations,
     save_activation_shard,
 )
+from monoscope.pure.virtual_neurons import VirtualNeurons
 from monoscope.units import (
     neuron_class_means,
     sae_class_means,
@@ -18,7 +19,6 @@ from monoscope.units import (
     spliced_accuracy,
     virtual_neuron_class_means,
 )
-from monoscope.virtual_neurons import VirtualNeurons
 
 
 class LinearCodes(torch.nn.Module):

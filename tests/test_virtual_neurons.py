@@ -1,4 +1,4 @@
-"""Tests of monoscope.virtual_neurons: scoring images with k-means virtual neurons."""
+"""Tests of monoscope.pure.virtual_neurons: scoring images with k-means virtual neurons."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from monoscope.circuits import CircuitConfig, compute_circuits
-from monoscope.clustering import ClusterConfig, cluster_units
+from monoscope.pure.circuits import CircuitConfig, compute_circuits
+from monoscope.pure.clustering import ClusterConfig, cluster_units
+from monoscope.pure.virtual_neurons import VirtualNeurons
 from monoscope.references import ReferenceConfig, collect_references
-from monoscope.virtual_neurons import VirtualNeurons
 
 LOWER, UPPER = "layer3", "layer4"
 N_REFS = 12

@@ -101,8 +101,8 @@ def test_outputs_are_complete(tiny_run):
 
 
 def test_circuits_and_clusters_cover_every_neuron(tiny_run):
-    from monoscope.circuits import load_circuits
     from monoscope.io import load_tensors
+    from monoscope.pure.circuits import load_circuits
     from monoscope.references import load_references
 
     out = tiny_run / "results" / "tiny"

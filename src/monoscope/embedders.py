@@ -246,7 +246,7 @@ def _judge(name: str, config: EmbedderConfig) -> Embedder:
 
 def _model_layer(name: str, config: EmbedderConfig) -> Embedder:
     from monoscope.models import ModelConfig, load_model
-    from monoscope.subnet import extract_subnetwork
+    from monoscope.models.subnet import extract_subnetwork
 
     weights = config.weights if config.weights in ("random", "cache") else None
     weights = weights or _existing_file(config.weights, name)

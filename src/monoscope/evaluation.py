@@ -1,6 +1,6 @@
 """PURE's evaluation (stages 6 and 7) from the workflow's files, and its tables and figures.
 
-The formulas live in :mod:`monoscope.metrics`; this module gathers the inputs (cluster
+The formulas live in :mod:`monoscope.pure.metrics`; this module gathers the inputs (cluster
 labels per method and k, embeddings of the crops, circuits, ground-truth labels of the
 references) and lays the results out as the paper does: methods as rows, k as columns,
 mean and standard error over neurons.
@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from monoscope.circuits import load_circuits
 from monoscope.data import read_sample_table
 from monoscope.io import load_tensors
-from monoscope.metrics import alignment as alignment_scores
-from monoscope.metrics import distance_summary, mean_and_standard_error, purity_summary
+from monoscope.pure.circuits import load_circuits
+from monoscope.pure.metrics import alignment as alignment_scores
+from monoscope.pure.metrics import distance_summary, mean_and_standard_error, purity_summary
 from monoscope.tables import format_mean_se, write_table
 
 

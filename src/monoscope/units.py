@@ -8,7 +8,7 @@ activation per class). The activation of each kind, per sample, on one pooled ve
   mean by default);
 - **SAE feature** k: its code ``f_k`` on the pooled vector;
 - **virtual neuron** (j, m): the neuron's activation gated by the sample's circuit
-  belonging to cluster m (:class:`monoscope.virtual_neurons.VirtualNeurons`).
+  belonging to cluster m (:class:`monoscope.pure.virtual_neurons.VirtualNeurons`).
 
 Everything streams over an :class:`monoscope.activations.ActivationStore`.
 """

@@ -1,9 +1,9 @@
 """k-means of every neuron's references: PURE on circuits, the baseline on activations,
 and the upper reference on an embedder's vectors of the crops."""
 
-from monoscope.clustering import ClusterConfig, cluster_units
 from monoscope.io import load_tensors, save_tensors
 from monoscope.logs import setup_logging
+from monoscope.pure.clustering import ClusterConfig, cluster_units
 
 setup_logging(snakemake.log[0])
 method = snakemake.wildcards.method

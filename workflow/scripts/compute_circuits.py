@@ -2,12 +2,12 @@
 
 import torch
 
-from monoscope.circuits import CircuitConfig, compute_circuits, save_circuits
 from monoscope.config import from_mapping
 from monoscope.data import DataConfig, open_dataset, parse_scatteritem
 from monoscope.device import resolve_device
 from monoscope.logs import setup_logging
 from monoscope.models import ModelConfig, load_model
+from monoscope.pure.circuits import CircuitConfig, compute_circuits, save_circuits
 from monoscope.references import channel_shard, select_channels
 
 setup_logging(snakemake.log[0])

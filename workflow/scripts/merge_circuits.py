@@ -1,7 +1,7 @@
 """Concatenate the neuron-range shards of circuits, in channel order."""
 
-from monoscope.circuits import load_circuits, merge_circuits, save_circuits
 from monoscope.logs import setup_logging
+from monoscope.pure.circuits import load_circuits, merge_circuits, save_circuits
 
 setup_logging(snakemake.log[0])
 parts = [load_circuits(path) for path in snakemake.input]

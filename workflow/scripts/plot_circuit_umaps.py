@@ -1,11 +1,11 @@
 """UMAP plots of the selected neurons' circuit vectors with reference thumbnails."""
 
-from monoscope.circuits import load_circuits
 from monoscope.config import from_mapping
 from monoscope.data import DataConfig, open_dataset
 from monoscope.io import load_tensors
 from monoscope.logs import setup_logging
 from monoscope.plotting import plot_circuit_umap
+from monoscope.pure.circuits import load_circuits
 from monoscope.references import row_of_channel
 
 setup_logging(snakemake.log[0])

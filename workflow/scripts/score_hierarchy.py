@@ -13,9 +13,9 @@ from monoscope.hierarchy import distances_from_config, hierarchy_score, observed
 from monoscope.io import load_tensors, read_json, write_json
 from monoscope.logs import setup_logging
 from monoscope.models import ModelConfig, load_model
+from monoscope.pure.virtual_neurons import VirtualNeurons
 from monoscope.sae import load_sae
 from monoscope.units import neuron_class_means, sae_class_means, virtual_neuron_class_means
-from monoscope.virtual_neurons import VirtualNeurons
 
 setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)

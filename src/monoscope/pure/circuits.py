@@ -17,7 +17,7 @@ How it is batched: the references of all requested channels are reduced to their
 samples; those are pushed through the model up to U once, in chunks (the lower
 activations of a sample are computed once and reused for every neuron that selected
 it); then the (neuron, sample) rows of a chunk go through the sub-network L -> U
-(:mod:`monoscope.subnet`) many rows at a time, with one backward pass per row batch.
+(:mod:`monoscope.models.subnet`) many rows at a time, with one backward pass per row batch.
 Rows do not interact (models are in eval mode), so one backward of the summed targets
 gives every row its own gradient.
 """
@@ -34,8 +34,8 @@ from tqdm import tqdm
 from monoscope.io import load_tensors, merge_channel_shards, save_tensors
 from monoscope.logs import progress_kwargs
 from monoscope.models.registry import SubjectModel
+from monoscope.models.subnet import extract_subnetwork
 from monoscope.references import canonizers_for
-from monoscope.subnet import extract_subnetwork
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from monoscope.circuits import CircuitComputer
 from monoscope.models.registry import SubjectModel
+from monoscope.pure.circuits import CircuitComputer
 
 
 class VirtualNeurons:
