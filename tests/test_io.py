@@ -8,7 +8,16 @@ import re
 import pytest
 import torch
 
-from monoscope.io import atomic_path, load_tensors, read_json, save_tensors, write_json
+from monoscope.io import (
+    TensorFileError,
+    atomic_path,
+    load_tensors,
+    read_json,
+    read_metadata,
+    require_entries,
+    save_tensors,
+    write_json,
+)
 
 
 def _leftovers(directory, keep):
@@ -221,3 +230,38 @@ def test_same_tensors_and_metadata_give_identical_bytes_across_processes(tmp_pat
     for path in paths:
         subprocess.run([sys.executable, "-c", code, str(path)], check=True)
     assert paths[0].read_bytes() == paths[1].read_bytes() == paths[2].read_bytes()
+
+
+def _good_file(tmp_path):
+    path = tmp_path / "good.safetensors"
+    save_tensors(path, {"x": torch.arange(100.0)}, {"kind": "toy"})
+    return path
+
+
+def test_truncated_file_names_the_path_and_truncation(tmp_path):
+    data = _good_file(tmp_path).read_bytes()
+    for cut in (4, 40, len(data) - 10):
+        path = tmp_path / f"cut{cut}.safetensors"
+        path.write_bytes(data[:cut])
+        with pytest.raises(TensorFileError, match=re.escape(str(path))) as error:
+            load_tensors(path)
+        assert "truncated" in str(error.value)
+    with pytest.raises(TensorFileError, match="truncated"):
+        read_metadata(tmp_path / "cut40.safetensors")
+
+
+def test_pickled_torch_file_is_named_and_never_unpickled(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save({"x": torch.zeros(2)}, path)
+    with pytest.raises(TensorFileError, match=r"model\.pt: .*PyTorch pickle"):
+        load_tensors(path)
+
+
+def test_require_entries_names_file_missing_keys_and_writer(tmp_path):
+    path = _good_file(tmp_path)
+    tensors, _ = load_tensors(path)
+    require_entries(path, tensors, ["x"], "a toy file", "save_toy")
+    with pytest.raises(
+        TensorFileError, match=r"good\.safetensors: not a toy file \(missing \['y'\]"
+    ):
+        require_entries(path, tensors, ["x", "y"], "a toy file", "save_toy")

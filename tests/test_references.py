@@ -223,3 +223,20 @@ def test_reference_config_validation():
         ReferenceConfig(modes=("maxact",))
     with pytest.raises(ValueError, match="references.n"):
         ReferenceConfig(n=0)
+
+
+def test_foreign_or_incomplete_reference_file_is_named(tmp_path):
+    from monoscope.io import TensorFileError, save_tensors
+
+    foreign = tmp_path / "foreign.safetensors"
+    save_tensors(foreign, {"weight": torch.zeros(2)}, {"kind": "model"})
+    with pytest.raises(TensorFileError, match=r"foreign\.safetensors: not a references file"):
+        load_references(foreign)
+    partial = tmp_path / "partial.safetensors"
+    save_tensors(
+        partial,
+        {"actmax/layer4/sample_ids": torch.zeros(1, 1, dtype=torch.long)},
+        {"spatial_shapes": {"actmax/layer4": [1, 1]}},
+    )
+    with pytest.raises(TensorFileError, match=r"missing \['actmax/layer4/scores'"):
+        load_references(partial)

@@ -18,8 +18,44 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+
+# The first bytes of the files that are most often handed in by mistake.
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) format
+_PICKLE_MAGIC = (
+    b"\x80"  # a raw pickle (protocol 2+), torch.save(..., _use_new_zipfile_serialization=False)
+)
+
+
+class TensorFileError(ValueError):
+    """A file that should be safetensors and is not readable as such; the message names
+    the file, what is wrong (truncated, another format) and what writes a good one."""
+
+
+def _unreadable(path: Path, error: Exception) -> TensorFileError:
+    """A :class:`TensorFileError` for ``path`` that safetensors refused with ``error``."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_MAGIC):
+        reason = (
+            "it is a PyTorch pickle (torch.save), not safetensors; monoscope never unpickles "
+            "files. Convert it once where you trust it: "
+            "safetensors.torch.save_file(torch.load(f, weights_only=True), out)"
+        )
+    elif size < 8:
+        reason = f"it has {size} bytes, fewer than a safetensors header (empty or truncated)"
+    else:
+        header_length = int.from_bytes(head, "little")
+        if header_length > size - 8:
+            reason = (
+                f"its header announces {header_length} bytes but the file has {size}: "
+                "truncated (an interrupted copy or job) or not safetensors at all"
+            )
+        else:
+            reason = f"safetensors cannot parse it ({error}): truncated or corrupt"
+    return TensorFileError(f"{path}: not a readable safetensors file: {reason}")
 
 
 @contextlib.contextmanager
@@ -68,11 +104,35 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     if not path.exists():
         raise FileNotFoundError(f"tensor file not found: {path}")
     tensors = {}
-    with safe_open(str(path), framework="pt") as handle:
-        for key in handle.keys():
-            tensors[key] = handle.get_tensor(key)
-        raw = handle.metadata() or {}
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            for key in handle.keys():
+                tensors[key] = handle.get_tensor(key)
+            raw = handle.metadata() or {}
+    except SafetensorError as error:
+        raise _unreadable(path, error) from error
     return tensors, _decode_metadata(raw)
+
+
+def require_entries(
+    path: str | os.PathLike,
+    found: Mapping[str, Any],
+    required: Sequence[str],
+    what: str,
+    written_by: str,
+) -> None:
+    """Raise :class:`TensorFileError` naming ``path`` when ``found`` lacks ``required`` keys.
+
+    ``found`` is a file's tensors or metadata; ``what`` says what the file should hold and
+    ``written_by`` which rule or function writes one, so a foreign or stale file reads as
+    one line instead of a ``KeyError`` deep in a job.
+    """
+    missing = [key for key in required if key not in found]
+    if missing:
+        raise TensorFileError(
+            f"{path}: not {what} (missing {missing}; it has {sorted(found)[:10]}); "
+            f"such files are written by {written_by}"
+        )
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
@@ -80,8 +140,11 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"tensor file not found: {path}")
-    with safe_open(str(path), framework="pt") as handle:
-        return _decode_metadata(handle.metadata() or {})
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return _decode_metadata(handle.metadata() or {})
+    except SafetensorError as error:
+        raise _unreadable(path, error) from error
 
 
 def _decode_metadata(raw: Mapping[str, str]) -> dict[str, Any]:

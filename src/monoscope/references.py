@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from monoscope.io import load_tensors, save_tensors
+from monoscope.io import load_tensors, require_entries, save_tensors
 from monoscope.logs import progress_kwargs
 from monoscope.models.registry import SubjectModel
 
@@ -396,9 +396,19 @@ def save_references(path, references: dict[tuple[str, str], TopReferences], meta
 
 
 def load_references(path) -> tuple[dict[tuple[str, str], TopReferences], dict]:
+    """Inverse of :func:`save_references`; a foreign or incomplete file is named."""
     tensors, metadata = load_tensors(path)
+    written_by = "monoscope.references.save_references (rules collect_references, merge_references)"
+    require_entries(path, metadata, ["spatial_shapes"], "a references file", written_by)
     references = {}
     for key, shape in metadata["spatial_shapes"].items():
+        require_entries(
+            path,
+            tensors,
+            [f"{key}/sample_ids", f"{key}/scores", f"{key}/positions"],
+            "a complete references file",
+            written_by,
+        )
         mode, layer = key.split("/", 1)
         references[(mode, layer)] = TopReferences(
             tensors[f"{key}/sample_ids"],
