@@ -633,3 +633,50 @@ def test_cifar_with_a_missing_batch_file_names_it(tmp_path):
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()
     with pytest.raises(FileNotFoundError, match="data_batch_3"):
         load_cifar(tmp_path, "cifar10", verify=False)
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_cifar_reader_equals_torchvision_on_the_same_files(tmp_path, name):
+    """The allow-list reader gives what torchvision's plain pickle.load reader gives."""
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    from monoscope.contrastive.data import _torchvision_class
+
+    write_fake_cifar(tmp_path, name)
+    source = _torchvision_class(name)
+    unverified = type(
+        "Unverified",
+        (source,),
+        {
+            "train_list": [[f, None] for f, _ in source.train_list],
+            "test_list": [[f, None] for f, _ in source.test_list],
+            "meta": {**source.meta, "md5": None},
+        },
+    )
+    assert source in (CIFAR10, CIFAR100)
+    for train in (True, False):
+        ours = load_cifar(tmp_path, name, train=train, verify=False)
+        theirs = unverified(str(tmp_path), train=train, download=False)
+        assert torch.equal(ours.images, torch.from_numpy(theirs.data.transpose(0, 3, 1, 2).copy()))
+        assert ours.labels.tolist() == list(theirs.targets) and ours.classes == theirs.classes
+
+
+def test_crafted_cifar_batch_cannot_run_code(tmp_path):
+    """verify: false must not let a batch file run code while it loads."""
+    write_fake_cifar(tmp_path, "cifar10")
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_1"
+    with open(batch, "wb") as handle:
+        pickle.dump({"data": Payload(), "labels": [0]}, handle)
+    with pytest.raises(ValueError, match=r"data_batch_1: not an official CIFAR python batch"):
+        load_cifar(tmp_path, "cifar10", verify=False)
+    assert not marker.exists()
+    with open(batch, "wb") as handle:
+        pickle.dump({"data": np.array([object()], dtype=object), "labels": [0]}, handle)
+    with pytest.raises(ValueError, match="data_batch_1"):
+        load_cifar(tmp_path, "cifar10", verify=False)

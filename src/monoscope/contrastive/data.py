@@ -1,8 +1,12 @@
 """CIFAR-10 and CIFAR-100 from a local copy, as ``(image, label, sample_id)`` data sets.
 
-The data are read by ``torchvision.datasets.CIFAR10`` / ``CIFAR100`` with
-``download=False``: nothing is fetched at run time. A missing copy is an error naming
-the folder torchvision expects and where to get the data. Samples follow the
+The data are the official python batches in torchvision's folder layout; nothing is
+fetched at run time, and a missing copy is an error naming the folder expected and where
+to get the data. The batches are pickles, and a pickle can run any code while it loads,
+so they are never given to ``pickle.load``: :func:`read_cifar_batch` unpickles with an
+allow-list that admits nothing but NumPy's array reconstruction (the only objects the
+official files hold besides dicts, lists, strings and numbers). ``verify`` checks the
+files' MD5 sums against the official release (torchvision's list) on top. Samples follow the
 convention of :mod:`monoscope.data`: unnormalised float images in ``[0, 1]``, shaped
 ``[3, 32, 32]``, the label, and a ``sample_id``, which here is the position in the
 split (torchvision's order, the order of the official files), so ids of the train and
@@ -12,6 +16,7 @@ test split overlap and name a sample only together with its split.
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,21 +50,62 @@ def _required_files(name: str) -> list[str]:
     return [entry[0] for entry in source.train_list + source.test_list] + [source.meta["filename"]]
 
 
-def _unverified(source: type) -> type:
-    """A subclass of a torchvision CIFAR class that only checks the files exist.
+# The callables an official CIFAR batch needs: NumPy's array reconstruction (its module
+# moved in NumPy 2). Anything else in a file is refused before it can run.
+_ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+}
 
-    ``check_integrity`` with ``md5=None`` tests existence alone; the class attributes
-    listing the files are the documented place torchvision keeps the checksums.
+
+class _ArrayOnlyUnpickler(pickle.Unpickler):
+    """An unpickler that builds dicts, lists, strings, numbers and NumPy arrays only."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _ALLOWED_GLOBALS:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return super().find_class(module, name)
+
+
+def read_cifar_batch(path: str | os.PathLike) -> dict:
+    """One CIFAR python batch (or meta) file as a dict, without running code from it.
+
+    Raises ValueError naming the file when it holds anything but the official format's
+    plain data (a crafted pickle, an object array) or is not a pickle at all.
     """
-    return type(
-        f"Unverified{source.__name__}",
-        (source,),
-        {
-            "train_list": [[entry[0], None] for entry in source.train_list],
-            "test_list": [[entry[0], None] for entry in source.test_list],
-            "meta": {**source.meta, "md5": None},
-        },
-    )
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            # The batches were written by Python 2: byte strings decode as latin-1.
+            entry = _ArrayOnlyUnpickler(handle, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as error:
+        raise ValueError(
+            f"{path}: not an official CIFAR python batch ({error}); re-download "
+            f"the python version from {CIFAR_HOME}"
+        ) from error
+    if not isinstance(entry, dict):
+        raise ValueError(f"{path}: not a CIFAR batch (a {type(entry).__name__}, not a dict)")
+    for key, value in entry.items():
+        if isinstance(value, np.ndarray) and value.dtype == object:
+            raise ValueError(f"{path}: entry {key!r} is an object array, not CIFAR data")
+    return entry
+
+
+def _check_md5(folder: Path, name: str) -> None:
+    """Raise RuntimeError when a file differs from the official release's MD5 sum."""
+    from torchvision.datasets.utils import check_integrity
+
+    source = _torchvision_class(name)
+    listed = source.train_list + source.test_list + [[source.meta["filename"], source.meta["md5"]]]
+    bad = [file for file, md5 in listed if not check_integrity(str(folder / file), md5)]
+    if bad:
+        raise RuntimeError(
+            f"{name} files {bad} in {folder} fail the checksum test (corrupted or not the "
+            f"official release): re-download {CIFAR_ARCHIVES[name]} from {CIFAR_HOME} and "
+            "extract it again"
+        )
 
 
 class CIFARDataset(Dataset):
@@ -128,8 +174,9 @@ def load_cifar(
     train : bool
         Training split (50,000 images) or test split (10,000).
     verify : bool
-        Let torchvision check the files' MD5 sums against the official release. Turn
-        off only for a copy known to be good, or for test fixtures.
+        Check the files' MD5 sums against the official release (torchvision's list).
+        Without it the files are still read safely (:func:`read_cifar_batch`), so a
+        modified copy can give wrong data but never run code.
 
     Returns
     -------
@@ -153,20 +200,22 @@ def load_cifar(
             f"(this creates {folder.name}/ with the batch files); data are never "
             "downloaded at run time."
         )
+    if verify:
+        _check_md5(folder, name)
     source = _torchvision_class(name)
-    if not verify:
-        source = _unverified(source)
-    try:
-        raw = source(str(folder.parent), train=train, download=False)
-    except RuntimeError as error:  # torchvision: "Dataset not found or corrupted"
-        raise RuntimeError(
-            f"{name} files in {folder} fail torchvision's checksum test (corrupted or not "
-            f"the official release): re-download {CIFAR_ARCHIVES[name]} from {CIFAR_HOME} "
-            f"and extract it again ({error})"
-        ) from error
-    images = torch.from_numpy(np.ascontiguousarray(raw.data.transpose(0, 3, 1, 2)))
-    labels = torch.as_tensor(raw.targets, dtype=torch.int64)
-    return CIFARDataset(images, labels, list(raw.classes), name=name, train=train)
+    label_key = "labels" if name == "cifar10" else "fine_labels"
+    data, labels = [], []
+    for file, _ in source.train_list if train else source.test_list:
+        batch = read_cifar_batch(folder / file)
+        if "data" not in batch or label_key not in batch:
+            raise ValueError(f"{folder / file}: a {name} batch needs 'data' and {label_key!r}")
+        data.append(batch["data"])
+        labels.extend(batch[label_key])
+    pixels = np.vstack(data).reshape(-1, 3, 32, 32)
+    images = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.uint8))
+    labels = torch.as_tensor(labels, dtype=torch.int64)
+    classes = read_cifar_batch(folder / source.meta["filename"])[source.meta["key"]]
+    return CIFARDataset(images, labels, list(classes), name=name, train=train)
 
 
 # --------------------------------------------------------------------------- any source
