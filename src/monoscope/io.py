@@ -40,8 +40,7 @@ def _unreadable(path: Path, error: Exception) -> TensorFileError:
         head = handle.read(8)
     if head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_MAGIC):
         reason = (
-            "it is a PyTorch pickle (torch.save), not safetensors; monoscope never unpickles "
-            "files. Convert it once where you trust it: "
+            "it is a PyTorch pickle (torch.save), not safetensors. Convert it once: "
             "safetensors.torch.save_file(torch.load(f, weights_only=True), out)"
         )
     elif size < 8:
