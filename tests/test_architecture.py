@@ -43,6 +43,7 @@ LAYERS = {
     "equivariant": 4,
     "units": 5,
     "evaluation": 5,
+    "preflight": 5,
 }
 
 

@@ -1,0 +1,76 @@
+"""DAG-time checks of a config: layers, architectures, channels, folders (no weights)."""
+
+import pytest
+import torch
+
+from monoscope.models import ModelConfig, load_model
+from monoscope.models.registry import layer_channels
+from monoscope.preflight import (
+    ConfigError,
+    channel_counts,
+    check_channels,
+    check_folder,
+    check_layers,
+    check_neuron_selection,
+    model_skeleton,
+)
+
+
+def test_skeleton_is_on_the_meta_device_and_has_the_real_layers_and_channels():
+    skeleton = model_skeleton({"name": "torchvision:resnet18"})
+    assert all(p.device.type == "meta" for p in skeleton.net.parameters())
+    real = load_model(ModelConfig("torchvision:resnet18", "random"))
+    assert [n for n, _ in skeleton.net.named_modules()] == [n for n, _ in real.net.named_modules()]
+    layers = ["layer2", "layer3.1.conv2", "layer4"]
+    assert channel_counts(skeleton, layers, 64) == layer_channels(real, layers, 64)
+
+
+def test_demo_skeleton_takes_the_widths_of_the_demo_section():
+    skeleton = model_skeleton({"name": "demo_cnn"}, {"widths": [4, 8, 8, 6]})
+    assert channel_counts(skeleton, ["layer3", "layer4"], 32) == {"layer3": 8, "layer4": 6}
+
+
+def test_unknown_architecture_names_model_name():
+    with pytest.raises(ConfigError, match=r"^model.name: 'torchvision:resnet999' is not a model"):
+        model_skeleton({"name": "torchvision:resnet999"})
+
+
+def test_unknown_layer_names_the_key_value_and_close_names():
+    skeleton = model_skeleton({"name": "demo_cnn"})
+    check_layers(skeleton, [("model.upper_layer", "layer4"), ("x", "layer3.0.conv1")])
+    with pytest.raises(ConfigError, match=r"^sae.layers\[0\]: 'layer5' .*did you mean \['layer4'"):
+        check_layers(skeleton, [("model.upper_layer", "layer4"), ("sae.layers[0]", "layer5")])
+
+
+def test_channels_and_neuron_selections_against_the_layer():
+    check_channels("figures.neurons", [0, 7], 8, "layer4")
+    with pytest.raises(
+        ConfigError, match=r"^figures.neurons: \[8, 12\] are not channels of layer4"
+    ):
+        check_channels("figures.neurons", [0, 8, 12], 8, "layer4")
+    check_neuron_selection("all", 8, "layer4")
+    check_neuron_selection({"start": 2, "stop": 8}, 8, "layer4")
+    with pytest.raises(ConfigError, match=r"^neurons: \[9\]"):
+        check_neuron_selection([1, 9], 8, "layer4")
+    with pytest.raises(ConfigError, match="ends beyond the 8 channels"):
+        check_neuron_selection({"start": 0, "stop": 9}, 8, "layer4")
+    with pytest.raises(ConfigError, match=r"^neurons.top: 20 exceeds"):
+        check_neuron_selection({"top": 20, "by": "mean_score"}, 8, "layer4")
+
+
+def test_folders_must_exist_or_be_written_by_a_rule(tmp_path):
+    check_folder("data.root", str(tmp_path))
+    check_folder("data.root", "data/real_photos", produced=["data/real_photos/"])
+    with pytest.raises(ConfigError, match=r"^data.root: '/nowhere/x' does not exist"):
+        check_folder("data.root", "/nowhere/x")
+    with pytest.raises(ConfigError, match=r"^data.root: None must name a folder"):
+        check_folder("data.root", None)
+
+
+def test_skeleton_costs_no_parameter_memory():
+    skeleton = model_skeleton({"name": "torchvision:resnet50"})
+    assert sum(p.numel() for p in skeleton.net.parameters()) > 2e7
+    assert not any(
+        p.is_floating_point() and p.device.type == "cpu" for p in skeleton.net.parameters()
+    )
+    assert torch.empty(0).device.type == "cpu"  # the meta device did not leak out
