@@ -13,7 +13,8 @@ ends with the same weights as an uninterrupted one (bit for bit on CPU).
 Files (safetensors, nothing pickled; the JSON record is :func:`monoscope.io.save_tensors`'s
 metadata):
 
-* a model file (:func:`save_model_file`, :func:`read_model_file`): tensors
+* a model file (:func:`save_model_file`; :func:`load_model_file` rebuilds the model,
+  :func:`read_model_file` reads its tensors and record): tensors
   ``model/<name>``; record ``kind``, ``config`` (the training config), ``history`` and
   the entries that rebuild the model (e.g. an image size, constructor arguments);
 * a checkpoint (:func:`save_checkpoint`, :func:`load_checkpoint`): the same, plus
@@ -370,3 +371,23 @@ def read_model_file(
     if record.get("kind") not in tuple(kinds):
         raise ValueError(f"{path} holds no {what} (kind {record.get('kind')!r})")
     return split_prefix(tensors, "model/"), record
+
+
+def load_model_file(
+    path: str | os.PathLike,
+    kinds: Iterable[str],
+    build: Callable[[Record], torch.nn.Module],
+    what: str,
+    written_by: str,
+    device: torch.device | str = "cpu",
+) -> tuple[torch.nn.Module, Record]:
+    """Rebuild the model of a file of one of ``kinds``: ``build(record)`` makes it (with
+    the caller's global generator left untouched), the file's tensors fill it.
+
+    Returns ``(model in eval mode on device, record)``; errors as :func:`read_model_file`.
+    """
+    state, record = read_model_file(path, kinds, what, written_by)
+    with torch.random.fork_rng(devices=[]):
+        model = build(record)
+    model.load_state_dict(state)
+    return model.to(device).eval(), record

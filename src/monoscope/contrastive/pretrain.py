@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from monoscope.checkpoints import (
     CheckpointKind,
     Epoch,
-    read_model_file,
+    load_model_file,
     save_model_file,
     train_epochs,
 )
@@ -237,16 +237,16 @@ def load_pretrained(
     tuple
         ``(model in eval mode, config, history)``.
     """
-    state, metadata = read_model_file(
+    model, record = load_model_file(
         path,
         (PRETRAINED_KIND, CHECKPOINTS.name),
+        lambda record: build_model(PretrainConfig.from_dict(record["config"])),
         "pretrained contrastive model",
         "pretrain / save_pretrained",
+        device,
     )
-    config = PretrainConfig.from_dict(metadata["config"])
-    model = build_model(config)
-    model.load_state_dict(state)
-    return model.to(device).eval(), config, list(metadata.get("history", []))
+    config = PretrainConfig.from_dict(record["config"])
+    return model, config, list(record.get("history", []))
 
 
 # --------------------------------------------------------------------------- training

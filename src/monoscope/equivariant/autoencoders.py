@@ -32,7 +32,7 @@ from torch import nn
 from monoscope.checkpoints import (
     CheckpointKind,
     Epoch,
-    read_model_file,
+    load_model_file,
     save_model_file,
     train_epochs,
 )
@@ -451,14 +451,15 @@ def load_autoencoder(
 
     Returns ``(model in eval mode on device, config, history)``.
     """
-    state, metadata = read_model_file(
+    model, record = load_model_file(
         path,
         (MODEL_KIND, CHECKPOINTS.name),
+        lambda record: build_autoencoder(
+            AutoencoderConfig.from_dict(record["config"]), int(record["image_size"])
+        ),
         "base autoencoder",
         "monoscope.equivariant.autoencoders.save_autoencoder or train_autoencoder's checkpoint",
+        device,
     )
-    config = AutoencoderConfig.from_dict(metadata["config"])
-    with torch.random.fork_rng(devices=[]):
-        model = build_autoencoder(config, int(metadata["image_size"]))
-    model.load_state_dict(state)
-    return model.to(device).eval(), config, list(metadata.get("history", []))
+    config = AutoencoderConfig.from_dict(record["config"])
+    return model, config, list(record.get("history", []))
