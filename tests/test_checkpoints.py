@@ -74,12 +74,10 @@ def toy_run(config: ToyConfig, checkpoint=None, loss_scale: float = 1.0):
 
     history = train_epochs(
         run_epoch,
-        kind=KIND,
-        model=model,
-        optimizer=optimizer,
-        config=config,
-        epochs=config.epochs,
-        seed=config.seed,
+        KIND,
+        model,
+        optimizer,
+        config,
         steps_per_epoch=4,
         checkpoint=checkpoint,
         extra=carried,

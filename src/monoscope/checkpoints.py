@@ -235,13 +235,11 @@ class Epoch:
 
 def train_epochs(
     run_epoch: Callable[[Epoch], Record],
-    *,
     kind: CheckpointKind,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     config: Any,
-    epochs: int,
-    seed: int,
+    *,
     steps_per_epoch: int,
     checkpoint: str | os.PathLike | None = None,
     extra: ExtraState | None = None,
@@ -258,8 +256,8 @@ def train_epochs(
         the epoch's record is ``{"epoch": index + 1, **metrics, "seconds": ...}``.
     kind : the checkpoints' kind and resumable config keys.
     model, optimizer : restored from and saved to the checkpoint.
-    config : the run's dataclass config, recorded in the checkpoint.
-    epochs, seed : the length of the run; the seed of :meth:`Epoch.generator`.
+    config : the run's dataclass config, recorded in the checkpoint; its ``epochs`` is the
+        length of the run and its ``seed`` that of :meth:`Epoch.generator`.
     steps_per_epoch : optimisation steps of one epoch; the progress bar counts steps, and
         a checkpoint whose step count disagrees (another data set) is refused.
     checkpoint : a file to resume from when it exists, rewritten after every epoch.
@@ -273,6 +271,7 @@ def train_epochs(
     -------
     The history: one record per epoch of the whole run (those before a resume included).
     """
+    epochs, seed = int(config.epochs), int(config.seed)
     start_epoch, step, history = 0, 0, []
     if checkpoint is not None and Path(checkpoint).exists():
         start_epoch, step, history = load_checkpoint(

@@ -329,12 +329,10 @@ def pretrain(
 
     history = train_epochs(
         run_epoch,
-        kind=CHECKPOINTS,
-        model=model,
-        optimizer=optimizer,
-        config=config,
-        epochs=config.epochs,
-        seed=config.seed,
+        CHECKPOINTS,
+        model,
+        optimizer,
+        config,
         steps_per_epoch=steps_per_epoch,
         checkpoint=checkpoint,
         desc=f"pretrain {config.method}",

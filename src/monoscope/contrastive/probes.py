@@ -585,12 +585,10 @@ def finetune(
 
     history = train_epochs(
         run_epoch,
-        kind=FINETUNE_CHECKPOINTS,
-        model=classifier,
-        optimizer=optimizer,
-        config=config,
-        epochs=config.epochs,
-        seed=config.seed,
+        FINETUNE_CHECKPOINTS,
+        classifier,
+        optimizer,
+        config,
         steps_per_epoch=steps_per_epoch,
         checkpoint=checkpoint,
         extra=_Generators({"batches": generator, "augment": augment_generator}),

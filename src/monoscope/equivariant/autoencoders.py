@@ -364,12 +364,10 @@ def train_autoencoder(
 
     history = train_epochs(
         run_epoch,
-        kind=CHECKPOINTS,
-        model=model,
-        optimizer=optimizer,
-        config=config,
-        epochs=config.epochs,
-        seed=config.seed,
+        CHECKPOINTS,
+        model,
+        optimizer,
+        config,
         steps_per_epoch=-(-count // config.batch_size),
         checkpoint=checkpoint,
         rebuild={"image_size": int(images.shape[-1])},

@@ -613,12 +613,10 @@ def train_orbit_sae(
 
     history = train_epochs(
         run_epoch,
-        kind=CHECKPOINTS,
-        model=sae,
-        optimizer=optimizer,
-        config=config,
-        epochs=config.epochs,
-        seed=config.seed,
+        CHECKPOINTS,
+        sae,
+        optimizer,
+        config,
         steps_per_epoch=-(-count // config.batch_size),
         checkpoint=checkpoint,
         extra=_SameSymmetry(sae, symmetry) if config.family == "equivariant" else None,

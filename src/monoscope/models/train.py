@@ -138,12 +138,10 @@ def train_demo_cnn(
     start = time.perf_counter()
     history = train_epochs(
         run_epoch,
-        kind=CHECKPOINTS,
-        model=net,
-        optimizer=optimizer,
-        config=config,
-        epochs=config.epochs,
-        seed=config.seed,
+        CHECKPOINTS,
+        net,
+        optimizer,
+        config,
         steps_per_epoch=len(loader),
         checkpoint=checkpoint,
         extra=_LoaderState(generator, schedule),

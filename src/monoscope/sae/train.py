@@ -226,12 +226,10 @@ def train_sae(
     )
     history = train_epochs(
         lambda epoch: _train_epoch(epoch, sae, optimizer, store, config, state),
-        kind=CHECKPOINTS,
-        model=sae,
-        optimizer=optimizer,
-        config=config,
-        epochs=config.epochs,
-        seed=config.seed,
+        CHECKPOINTS,
+        sae,
+        optimizer,
+        config,
         steps_per_epoch=-(-store.num_samples // config.batch_size),
         checkpoint=checkpoint,
         extra=state,
