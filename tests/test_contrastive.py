@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import monoscope  # noqa: F401  (must precede any torchvision import)
+from monoscope import checkpoints
 from monoscope.contrastive import augment as aug
 from monoscope.contrastive import pretrain as pretrain_module
 from monoscope.contrastive.data import cifar_folder, load_cifar
@@ -308,16 +309,16 @@ def test_pretraining_is_reproducible(tiny_images, uninterrupted):
 
 def test_resume_equals_uninterrupted(tiny_images, uninterrupted, tmp_path, monkeypatch):
     checkpoint = tmp_path / "state.safetensors"
-    real_save = pretrain_module.save_checkpoint
+    real_save = checkpoints.save_checkpoint
 
     def save_then_die(*args, **kwargs):
         real_save(*args, **kwargs)
         raise KeyboardInterrupt  # the job is killed right after the first epoch
 
-    monkeypatch.setattr(pretrain_module, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(checkpoints, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         pretrain(tiny_images, tiny_config(), checkpoint=checkpoint)
-    monkeypatch.setattr(pretrain_module, "save_checkpoint", real_save)
+    monkeypatch.setattr(checkpoints, "save_checkpoint", real_save)
     assert checkpoint.exists()
 
     model, history = pretrain(tiny_images, tiny_config(), checkpoint=checkpoint)
@@ -339,10 +340,11 @@ def test_adam_state_survives_a_checkpoint(tiny_images, tmp_path):
     loss.backward()
     optimizer.step()
     path = tmp_path / "adam.safetensors"
-    pretrain_module.save_checkpoint(path, model, optimizer, config, 1, 1, [{"loss": 1.0}])
+    kind = pretrain_module.CHECKPOINTS
+    checkpoints.save_checkpoint(path, kind, model, optimizer, config, 1, 1, [{"loss": 1.0}])
     fresh = pretrain_module.build_model(config)
     fresh_optimizer = pretrain_module.make_optimizer(fresh, config)
-    epoch, step, history = pretrain_module.load_checkpoint(path, fresh, fresh_optimizer, config)
+    epoch, step, history = checkpoints.load_checkpoint(path, kind, fresh, fresh_optimizer, config)
     assert (epoch, step, history) == (1, 1, [{"loss": 1.0}])
     assert state_equal(model, fresh)
     saved, loaded = optimizer.state_dict(), fresh_optimizer.state_dict()

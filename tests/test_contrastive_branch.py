@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import monoscope  # noqa: F401  (must precede any torchvision import)
+from monoscope.checkpoints import checkpoint_resumable
 from monoscope.contrastive import augment as aug
 from monoscope.contrastive.data import ContrastiveDataConfig, load_contrastive_split
 from monoscope.contrastive.evaluate import (
@@ -27,12 +28,7 @@ from monoscope.contrastive.evaluate import (
     top_references,
 )
 from monoscope.contrastive.models import build_contrastive_model, resnet18_backbone
-from monoscope.contrastive.pretrain import (
-    PretrainConfig,
-    checkpoint_resumable,
-    pretrain,
-    save_pretrained,
-)
+from monoscope.contrastive.pretrain import CHECKPOINTS, PretrainConfig, pretrain, save_pretrained
 from monoscope.contrastive.probes import (
     FeatureSet,
     ProbeConfig,
@@ -126,11 +122,11 @@ def test_checkpoint_resumable_only_for_the_same_config(tmp_path, blobs):
     )
     checkpoint = tmp_path / "resume.safetensors"
     pretrain(train, config, checkpoint=checkpoint)
-    assert checkpoint_resumable(checkpoint, config)
+    assert checkpoint_resumable(checkpoint, CHECKPOINTS, config)
     other = PretrainConfig.from_dict({**config.to_dict(), "lr": 0.1})
-    assert not checkpoint_resumable(checkpoint, other)
+    assert not checkpoint_resumable(checkpoint, CHECKPOINTS, other)
     (tmp_path / "junk.safetensors").write_bytes(b"not a tensor file")
-    assert not checkpoint_resumable(tmp_path / "junk.safetensors", config)
+    assert not checkpoint_resumable(tmp_path / "junk.safetensors", CHECKPOINTS, config)
 
 
 # --------------------------------------------------------------------------- SAE loss

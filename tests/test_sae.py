@@ -462,16 +462,20 @@ def test_resume_refuses_a_checkpoint_of_another_config(tmp_path, sparse_store):
 
 
 def test_checkpoint_resumable_says_what_train_sae_would_accept(tmp_path, sparse_store):
-    from monoscope.sae import checkpoint_resumable
+    from monoscope.checkpoints import checkpoint_resumable
+    from monoscope.sae.train import CHECKPOINTS
+
+    def resumable(config):
+        return checkpoint_resumable(checkpoint, CHECKPOINTS, config)
 
     config = SAEConfig(expansion=1, batch_size=256, epochs=1)
     checkpoint = tmp_path / "train.safetensors"
-    assert not checkpoint_resumable(checkpoint, config)  # none yet
+    assert not resumable(config)  # none yet
     train_sae(sparse_store, config, checkpoint=checkpoint)
-    assert checkpoint_resumable(checkpoint, config)
-    assert checkpoint_resumable(checkpoint, dataclasses.replace(config, epochs=3))
-    assert not checkpoint_resumable(checkpoint, dataclasses.replace(config, lr=0.5))
-    assert not checkpoint_resumable(checkpoint, dataclasses.replace(config, epochs=0 + 1, seed=4))
+    assert resumable(config)
+    assert resumable(dataclasses.replace(config, epochs=3))
+    assert not resumable(dataclasses.replace(config, lr=0.5))
+    assert not resumable(dataclasses.replace(config, epochs=0 + 1, seed=4))
 
 
 @pytest.mark.parametrize(

@@ -11,9 +11,8 @@ optimizer, the step counter and the history: a run resumed from a checkpoint con
 with exactly the numbers an uninterrupted run would have used, and ends with the same
 weights (bit for bit on CPU).
 
-Checkpoints are written atomically after every epoch (:func:`monoscope.io.save_tensors`):
-tensors ``model/<name>`` and ``optimizer/<param index>/<state name>``; the config,
-epoch, step, history and the optimizer's parameter groups go in the JSON metadata.
+The epoch loop, its checkpoints (written atomically after every epoch) and the model
+file are those of :mod:`monoscope.checkpoints`.
 """
 
 from __future__ import annotations
@@ -21,18 +20,19 @@ from __future__ import annotations
 import logging
 import math
 import os
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from safetensors import SafetensorError
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
-from monoscope import checkpoints
-from monoscope.checkpoints import epoch_generator
+from monoscope.checkpoints import (
+    CheckpointKind,
+    Epoch,
+    load_model_file,
+    save_model_file,
+    train_epochs,
+)
 from monoscope.config import RecordConfig
 from monoscope.contrastive.augment import AugmentConfig, two_views
 from monoscope.contrastive.losses import info_nce
@@ -43,19 +43,16 @@ from monoscope.contrastive.models import (
     ContrastiveModel,
     build_contrastive_model,
 )
-from monoscope.io import load_tensors
-from monoscope.logs import progress_kwargs
 
 log = logging.getLogger(__name__)
 
 METHODS = ("simclr", "ncl")
 OPTIMIZERS = ("sgd", "adam")
 DEFAULT_NONNEG = {"simclr": "none", "ncl": "relu_gelu_grad"}
-CHECKPOINT_KIND = "contrastive_pretrain_checkpoint"
 PRETRAINED_KIND = "contrastive_pretrained_model"
-
-# Config keys that do not change the numbers, so a resume may change them.
-_RESUME_INSENSITIVE = {"num_workers"}
+# A resume may change only what does not change the numbers: the total number of epochs
+# sets the learning-rate schedule, so it must stay.
+CHECKPOINTS = CheckpointKind("contrastive_pretrain_checkpoint", resumable_keys=("num_workers",))
 
 # Stream ids that keep the per-epoch generators of shuffling and augmentation apart.
 _SHUFFLE_STREAM, _AUGMENT_STREAM = 0, 1
@@ -215,78 +212,7 @@ def warmup_cosine_lr(step: int, base_lr: float, warmup_steps: int, total_steps: 
     return base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-# --------------------------------------------------------------------------- checkpoints
-
-
-def save_checkpoint(
-    path: str | os.PathLike,
-    model: ContrastiveModel,
-    optimizer: torch.optim.Optimizer,
-    config: PretrainConfig,
-    epoch: int,
-    step: int,
-    history: list[dict[str, Any]],
-) -> None:
-    """Write the training state after ``epoch`` completed epochs (atomically).
-
-    Parameters
-    ----------
-    path : path-like
-        Destination ``.safetensors`` file.
-    model, optimizer : the state to save.
-    config : PretrainConfig
-        Stored so that a resume with a different config is refused.
-    epoch, step : int
-        Completed epochs and optimisation steps.
-    history : list of dict
-        Per-epoch records so far.
-    """
-    checkpoints.save_checkpoint(
-        path, CHECKPOINT_KIND, model, optimizer, config.to_dict(), epoch, step, history
-    )
-
-
-def _check_same_config(path: Path, saved: dict[str, Any], config: PretrainConfig) -> None:
-    current = config.to_dict()
-    keys = (current.keys() | saved.keys()) - _RESUME_INSENSITIVE
-    differing = sorted(key for key in keys if current.get(key) != saved.get(key))
-    if differing:
-        raise ValueError(
-            f"checkpoint {path} was written by a run with a different config "
-            f"(keys {differing}); resume with the same config or delete the checkpoint"
-        )
-
-
-def checkpoint_resumable(path: str | os.PathLike, config: PretrainConfig) -> bool:
-    """Whether the checkpoint at ``path`` was written by a run of ``config``.
-
-    A workflow job that reruns because its options changed finds the checkpoint of
-    the old options; it must start afresh instead of failing in :func:`load_checkpoint`.
-    """
-    try:
-        _, metadata = load_tensors(path)
-        _check_same_config(Path(path), metadata.get("config", {}), config)
-    except (ValueError, OSError, SafetensorError):  # another config, or not a checkpoint
-        return False
-    return metadata.get("kind") == CHECKPOINT_KIND
-
-
-def load_checkpoint(
-    path: str | os.PathLike,
-    model: ContrastiveModel,
-    optimizer: torch.optim.Optimizer,
-    config: PretrainConfig,
-) -> tuple[int, int, list[dict[str, Any]]]:
-    """Restore ``model`` and ``optimizer`` in place from a checkpoint of the same config.
-
-    Returns
-    -------
-    tuple
-        ``(completed epochs, completed steps, history)``.
-    """
-    return checkpoints.load_checkpoint(
-        path, CHECKPOINT_KIND, model, optimizer, config.to_dict(), _RESUME_INSENSITIVE
-    )
+# --------------------------------------------------------------------------- files
 
 
 def save_pretrained(
@@ -296,7 +222,7 @@ def save_pretrained(
     history: list[dict[str, Any]] | None = None,
 ) -> None:
     """Write a trained model's weights with the config that rebuilds it."""
-    checkpoints.save_model_file(
+    save_model_file(
         path, PRETRAINED_KIND, model, {"config": config.to_dict(), "history": history or []}
     )
 
@@ -311,16 +237,16 @@ def load_pretrained(
     tuple
         ``(model in eval mode, config, history)``.
     """
-    state, metadata = checkpoints.read_model_file(
+    model, record = load_model_file(
         path,
-        (PRETRAINED_KIND, CHECKPOINT_KIND),
+        (PRETRAINED_KIND, CHECKPOINTS.name),
+        lambda record: build_model(PretrainConfig.from_dict(record["config"])),
         "pretrained contrastive model",
         "pretrain / save_pretrained",
+        device,
     )
-    config = PretrainConfig.from_dict(metadata["config"])
-    model = build_model(config)
-    model.load_state_dict(state)
-    return model.to(device).eval(), config, list(metadata.get("history", []))
+    config = PretrainConfig.from_dict(record["config"])
+    return model, config, list(record.get("history", []))
 
 
 # --------------------------------------------------------------------------- training
@@ -369,42 +295,24 @@ def pretrain(
         model = build_model(config)
     model.to(device)
     optimizer = make_optimizer(model, config)
-    start_epoch, step, history = 0, 0, []
-    if checkpoint is not None and Path(checkpoint).exists():
-        start_epoch, step, history = load_checkpoint(checkpoint, model, optimizer, config)
-        log.info("resuming from %s after epoch %d", checkpoint, start_epoch)
-        if step != start_epoch * steps_per_epoch:
-            raise ValueError(
-                f"checkpoint {checkpoint} has {step} steps for {start_epoch} epochs, but this "
-                f"data set gives {steps_per_epoch} steps per epoch; is it the same data set?"
-            )
 
-    bar = tqdm(
-        range(start_epoch, config.epochs),
-        desc=f"pretrain {config.method}",
-        initial=start_epoch,
-        total=config.epochs,
-        **progress_kwargs(),
-    )
-    for epoch in bar:
-        start = time.perf_counter()
-        model.train()
+    def run_epoch(epoch: Epoch) -> dict[str, Any]:
         loader = DataLoader(
             dataset,
             batch_size=config.batch_size,
             shuffle=True,
             drop_last=True,
-            generator=epoch_generator(config.seed, epoch, _SHUFFLE_STREAM),
+            generator=epoch.generator(_SHUFFLE_STREAM),
             num_workers=config.num_workers,
             pin_memory=device.type == "cuda",
         )
-        augment_generator = epoch_generator(config.seed, epoch, _AUGMENT_STREAM)
+        augment_generator = epoch.generator(_AUGMENT_STREAM)
         # Summed on the device and read once per epoch: a .item() per step would
         # synchronise the GPU every step.
         loss_sum = torch.zeros((), device=device)
         lr = config.lr
         for images, _labels, _ids in loader:
-            lr = warmup_cosine_lr(step, config.lr, warmup_steps, total_steps)
+            lr = warmup_cosine_lr(epoch.step, config.lr, warmup_steps, total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             images = images.to(device, non_blocking=True)
@@ -416,23 +324,18 @@ def pretrain(
             loss.backward()
             optimizer.step()
             loss_sum += loss.detach()
-            step += 1
-        mean_loss = float(loss_sum) / steps_per_epoch
-        if not math.isfinite(mean_loss):
-            raise FloatingPointError(
-                f"pretraining diverged in epoch {epoch + 1} (loss {mean_loss}); "
-                "lower pretrain.lr or raise pretrain.warmup_epochs"
-            )
-        record = {
-            "epoch": epoch + 1,
-            "loss": mean_loss,
-            "lr": lr,
-            "seconds": time.perf_counter() - start,
-        }
-        history.append(record)
-        bar.set_postfix(loss=f"{mean_loss:.4f}")
-        log.info("epoch %d/%d: loss %.4f, lr %.4g", epoch + 1, config.epochs, mean_loss, lr)
-        if checkpoint is not None:
-            save_checkpoint(checkpoint, model, optimizer, config, epoch + 1, step, history)
-    bar.close()
+            epoch.advance()
+        return {"loss": float(loss_sum) / steps_per_epoch, "lr": lr}
+
+    history = train_epochs(
+        run_epoch,
+        CHECKPOINTS,
+        model,
+        optimizer,
+        config,
+        steps_per_epoch=steps_per_epoch,
+        checkpoint=checkpoint,
+        desc=f"pretrain {config.method}",
+        diverged_hint="lower pretrain.lr or raise pretrain.warmup_epochs",
+    )
     return model.eval(), history

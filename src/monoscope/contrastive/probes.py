@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -37,17 +38,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
+from monoscope.checkpoints import CheckpointKind, Epoch, train_epochs
 from monoscope.contrastive.augment import random_resized_crop
 from monoscope.contrastive.models import ContrastiveModel
 from monoscope.contrastive.pretrain import warmup_cosine_lr
-from monoscope.logs import progress_kwargs
 
 log = logging.getLogger(__name__)
 
 FEATURE_SOURCES = ("backbone", "projector")
 PROBE_OPTIMIZERS = ("adam", "sgd")
+# The number of epochs sets the cosine schedule, so a resume may not change it.
+FINETUNE_CHECKPOINTS = CheckpointKind(
+    "contrastive_finetune_checkpoint", resumable_keys=("num_workers",)
+)
 
 BatchTransform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -495,6 +499,7 @@ def finetune(
     device: torch.device | str | None = None,
     train_transform: BatchTransform | None = None,
     test_transform: BatchTransform | None = None,
+    checkpoint: str | os.PathLike | None = None,
 ) -> tuple[FinetunedClassifier, dict[str, Any]]:
     """Finetune a copy of ``model``'s backbone with a new linear head.
 
@@ -511,6 +516,9 @@ def finetune(
         Where to train; the model's device when omitted.
     train_transform, test_transform : callable, optional
         Applied to each normalised training / test batch (e.g. input noise).
+    checkpoint : path-like, optional
+        A file rewritten after every epoch and resumed from when it exists (same config;
+        it does not identify ``model`` or the data, so give each run its own).
 
     Returns
     -------
@@ -538,25 +546,27 @@ def finetune(
         weight_decay=config.weight_decay,
     )
     drop_last = len(train_ds) > config.batch_size  # a single short batch is still a batch
+    generator = torch.Generator().manual_seed(config.seed)
     loader = DataLoader(
         train_ds,
         batch_size=config.batch_size,
         shuffle=True,
         drop_last=drop_last,
-        generator=torch.Generator().manual_seed(config.seed),
+        generator=generator,
         num_workers=config.num_workers,
     )
     steps_per_epoch = len(loader)
     total_steps = config.epochs * steps_per_epoch
     warmup_steps = min(config.warmup_epochs * steps_per_epoch, total_steps)
     augment_generator = torch.Generator().manual_seed(config.seed + 1)
-    history, step = [], 0
-    for epoch in tqdm(range(config.epochs), desc="finetune", **progress_kwargs()):
-        classifier.train()
+
+    def run_epoch(epoch: Epoch) -> dict[str, Any]:
         loss_sum = torch.zeros((), device=device)
         for images, labels, _ in loader:
             for group in optimizer.param_groups:
-                group["lr"] = warmup_cosine_lr(step, group["peak_lr"], warmup_steps, total_steps)
+                group["lr"] = warmup_cosine_lr(
+                    epoch.step, group["peak_lr"], warmup_steps, total_steps
+                )
             images, labels = images.to(device), torch.as_tensor(labels).to(device)
             if config.augment:
                 images = random_resized_crop(
@@ -570,15 +580,40 @@ def finetune(
             loss.backward()
             optimizer.step()
             loss_sum += loss.detach()
-            step += 1
-        history.append(float(loss_sum) / steps_per_epoch)
-        log.info("finetune epoch %d: loss %.4f", epoch + 1, history[-1])
+            epoch.advance()
+        return {"loss": float(loss_sum) / steps_per_epoch}
+
+    history = train_epochs(
+        run_epoch,
+        FINETUNE_CHECKPOINTS,
+        classifier,
+        optimizer,
+        config,
+        steps_per_epoch=steps_per_epoch,
+        checkpoint=checkpoint,
+        extra=_Generators({"batches": generator, "augment": augment_generator}),
+        desc="finetune",
+    )
     classifier.eval()
     accuracy = evaluate_classifier(
         classifier, test_ds, config.batch_size, device, transform=test_transform
     )
     return classifier, {
         "test_accuracy": accuracy,
-        "train_loss": history,
+        "train_loss": [record["loss"] for record in history],
         "num_classes": num_classes,
     }
+
+
+@dataclass
+class _Generators:
+    """Generators drawn on across epochs (:class:`~monoscope.checkpoints.ExtraState`)."""
+
+    generators: dict[str, torch.Generator]
+
+    def save(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        return {name: generator.get_state() for name, generator in self.generators.items()}, {}
+
+    def load(self, tensors: dict[str, torch.Tensor], record: dict[str, Any]) -> None:
+        for name, generator in self.generators.items():
+            generator.set_state(tensors[name])

@@ -22,31 +22,27 @@ from __future__ import annotations
 import logging
 import math
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from monoscope.checkpoints import (
-    epoch_generator,
-    load_checkpoint,
-    read_model_file,
-    save_checkpoint,
+    CheckpointKind,
+    Epoch,
+    load_model_file,
     save_model_file,
+    train_epochs,
 )
 from monoscope.config import RecordConfig
 from monoscope.equivariant.orbits import QUARTER_TURNS, check_orbit_size, rotate_images
-from monoscope.logs import progress_kwargs
 
 log = logging.getLogger(__name__)
 
 ARCHITECTURES: dict[str, Callable[[AutoencoderConfig, int], ImageAutoencoder]] = {}
-CHECKPOINT_KIND = "equivariant_autoencoder_checkpoint"
+CHECKPOINTS = CheckpointKind("equivariant_autoencoder_checkpoint")
 MODEL_KIND = "equivariant_autoencoder"
 CHANNELS = 3
 _SHUFFLE_STREAM, _AUGMENT_STREAM = 0, 1
@@ -332,7 +328,7 @@ def train_autoencoder(
     device : where to train.
     checkpoint : a file rewritten after every epoch; when it exists training resumes
         from it (same config, except possibly a larger ``epochs``).
-    progress : show a tqdm bar over epochs.
+    progress : show a tqdm bar over steps.
 
     Returns
     -------
@@ -346,29 +342,11 @@ def train_autoencoder(
         model = build_autoencoder(config, images.shape[-1])
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    record = config.to_dict()
-    start_epoch, step, history = 0, 0, []
-    if checkpoint is not None and Path(checkpoint).exists():
-        start_epoch, step, history = load_checkpoint(
-            checkpoint, CHECKPOINT_KIND, model, optimizer, record
-        )
-        log.info("resuming autoencoder training from %s after epoch %d", checkpoint, start_epoch)
     count = images.shape[0]
-    bar = tqdm(
-        range(start_epoch, config.epochs),
-        desc=f"autoencoder {config.architecture}",
-        initial=start_epoch,
-        total=config.epochs,
-        disable=not progress,
-        **progress_kwargs(),
-    )
-    for epoch in bar:
-        started = time.perf_counter()
-        model.train()
-        order = torch.randperm(
-            count, generator=epoch_generator(config.seed, epoch, _SHUFFLE_STREAM)
-        )
-        augment_generator = epoch_generator(config.seed, epoch, _AUGMENT_STREAM)
+
+    def run_epoch(epoch: Epoch) -> dict[str, Any]:
+        order = torch.randperm(count, generator=epoch.generator(_SHUFFLE_STREAM))
+        augment_generator = epoch.generator(_AUGMENT_STREAM)
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         for start in range(0, count, config.batch_size):
             batch = images[order[start : start + config.batch_size]]
@@ -381,30 +359,22 @@ def train_autoencoder(
             loss.backward()
             optimizer.step()
             loss_sum += loss.detach().double() * batch.shape[0]
-            step += 1
-        mean_loss = float(loss_sum) / count
-        if not math.isfinite(mean_loss):
-            raise FloatingPointError(
-                f"autoencoder training diverged in epoch {epoch + 1}; lower autoencoder.lr"
-            )
-        history.append(
-            {"epoch": epoch + 1, "loss": mean_loss, "seconds": time.perf_counter() - started}
-        )
-        bar.set_postfix(loss=f"{mean_loss:.5f}")
-        log.info("autoencoder epoch %d/%d: mse %.5g", epoch + 1, config.epochs, mean_loss)
-        if checkpoint is not None:
-            save_checkpoint(
-                checkpoint,
-                CHECKPOINT_KIND,
-                model,
-                optimizer,
-                record,
-                epoch + 1,
-                step,
-                history,
-                extra={"image_size": int(images.shape[-1])},
-            )
-    bar.close()
+            epoch.advance()
+        return {"loss": float(loss_sum) / count}
+
+    history = train_epochs(
+        run_epoch,
+        CHECKPOINTS,
+        model,
+        optimizer,
+        config,
+        steps_per_epoch=-(-count // config.batch_size),
+        checkpoint=checkpoint,
+        rebuild={"image_size": int(images.shape[-1])},
+        desc=f"autoencoder {config.architecture}",
+        progress=progress,
+        diverged_hint="lower autoencoder.lr",
+    )
     return model.eval(), history
 
 
@@ -479,14 +449,15 @@ def load_autoencoder(
 
     Returns ``(model in eval mode on device, config, history)``.
     """
-    state, metadata = read_model_file(
+    model, record = load_model_file(
         path,
-        (MODEL_KIND, CHECKPOINT_KIND),
+        (MODEL_KIND, CHECKPOINTS.name),
+        lambda record: build_autoencoder(
+            AutoencoderConfig.from_dict(record["config"]), int(record["image_size"])
+        ),
         "base autoencoder",
         "monoscope.equivariant.autoencoders.save_autoencoder or train_autoencoder's checkpoint",
+        device,
     )
-    config = AutoencoderConfig.from_dict(metadata["config"])
-    with torch.random.fork_rng(devices=[]):
-        model = build_autoencoder(config, int(metadata["image_size"]))
-    model.load_state_dict(state)
-    return model.to(device).eval(), config, list(metadata.get("history", []))
+    config = AutoencoderConfig.from_dict(record["config"])
+    return model, config, list(record.get("history", []))

@@ -79,7 +79,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -87,19 +86,17 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from monoscope.checkpoints import (
-    epoch_generator,
-    load_checkpoint,
+    CheckpointKind,
+    Epoch,
     read_model_file,
-    save_checkpoint,
     save_model_file,
+    train_epochs,
 )
 from monoscope.config import RecordConfig
 from monoscope.equivariant.orbits import check_orbit_size
 from monoscope.equivariant.symmetry import symmetry_powers, to_canonical
-from monoscope.logs import progress_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +106,7 @@ PLAIN_LOSS = "mse"
 ENCODER_TYPES = ("linear", "nonlinear")
 MODEL_KIND = "equivariant_orbit_sae"
 CHECKPOINT_KIND = "equivariant_orbit_sae_checkpoint"
+CHECKPOINTS = CheckpointKind(CHECKPOINT_KIND)
 # Guards divisions by a column norm: a column reaches zero only through a bad update.
 NORM_EPSILON = 1e-12
 _SHUFFLE_STREAM = 0
@@ -582,95 +580,67 @@ def train_orbit_sae(
         sae = build_orbit_sae(config, dim, orbit_size)
     if config.family == "equivariant":
         sae.symmetry.copy_(symmetry.float())
-    resume = checkpoint is not None and Path(checkpoint).exists()
-    if not resume:
+    if checkpoint is None or not Path(checkpoint).exists():  # a resume restores these
         init_from_data(sae, latents.float(), config.seed)
         sae.apply_constraints_()
     sae.to(device)
     optimizer = torch.optim.Adam(sae.parameters(), lr=config.lr)
-    record = config.to_dict()
-    start_epoch, step, history = 0, 0, []
-    if resume:
-        start_epoch, step, history = load_checkpoint(
-            checkpoint, CHECKPOINT_KIND, sae, optimizer, record
-        )
-        if config.family == "equivariant" and not torch.equal(
-            sae.symmetry.cpu(), symmetry.float().cpu()
-        ):
-            raise ValueError(
-                f"checkpoint {checkpoint} was trained with another M; delete it to start afresh"
-            )
-        log.info("resuming SAE training from %s after epoch %d", checkpoint, start_epoch)
 
-    steps_per_epoch = -(-count // config.batch_size)
-    bar = tqdm(
-        total=config.epochs * steps_per_epoch,
-        initial=start_epoch * steps_per_epoch,
+    def run_epoch(epoch: Epoch) -> dict[str, Any]:
+        order = torch.randperm(count, generator=epoch.generator(_SHUFFLE_STREAM))
+        sums = {"loss": 0.0, "mse": 0.0, "l0": 0.0}
+        fired = torch.zeros(sae.num_features, dtype=torch.bool, device=device)
+        for start in range(0, count, config.batch_size):
+            batch = latents[order[start : start + config.batch_size]].to(device, torch.float32)
+            terms, codes = sae.loss_and_codes(batch)
+            optimizer.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            if sae.unit_decoder:
+                sae.remove_parallel_decoder_grad_()
+            optimizer.step()
+            sae.apply_constraints_()
+            active = codes.detach() != 0
+            fired |= active.reshape(-1, sae.num_features).any(dim=0)
+            sums["loss"] += float(terms["loss"].detach()) * len(batch)
+            sums["mse"] += float(terms["mse"]) * len(batch)
+            sums["l0"] += float(active.sum(dim=-1).float().mean()) * len(batch)
+            epoch.advance()
+        return {
+            **{key: value / count for key, value in sums.items()},
+            "steps": epoch.step,
+            "dead_fraction": float((~fired).float().mean()),
+        }
+
+    history = train_epochs(
+        run_epoch,
+        CHECKPOINTS,
+        sae,
+        optimizer,
+        config,
+        steps_per_epoch=-(-count // config.batch_size),
+        checkpoint=checkpoint,
+        extra=_SameSymmetry(sae, symmetry) if config.family == "equivariant" else None,
+        rebuild={"sae": sae.config},
         desc=f"sae {config.name}",
-        unit="step",
-        disable=not progress,
-        **progress_kwargs(),
+        progress=progress,
+        diverged_hint="lower sae.lr",
     )
-    with bar:
-        for epoch in range(start_epoch, config.epochs):
-            started = time.perf_counter()
-            sae.train()
-            order = torch.randperm(
-                count, generator=epoch_generator(config.seed, epoch, _SHUFFLE_STREAM)
-            )
-            sums = {"loss": 0.0, "mse": 0.0, "l0": 0.0}
-            fired = torch.zeros(sae.num_features, dtype=torch.bool, device=device)
-            for start in range(0, count, config.batch_size):
-                batch = latents[order[start : start + config.batch_size]].to(device, torch.float32)
-                terms, codes = sae.loss_and_codes(batch)
-                optimizer.zero_grad(set_to_none=True)
-                terms["loss"].backward()
-                if sae.unit_decoder:
-                    sae.remove_parallel_decoder_grad_()
-                optimizer.step()
-                sae.apply_constraints_()
-                active = codes.detach() != 0
-                fired |= active.reshape(-1, sae.num_features).any(dim=0)
-                sums["loss"] += float(terms["loss"].detach()) * len(batch)
-                sums["mse"] += float(terms["mse"]) * len(batch)
-                sums["l0"] += float(active.sum(dim=-1).float().mean()) * len(batch)
-                step += 1
-                bar.update(1)
-            entry = {key: value / count for key, value in sums.items()}
-            if not math.isfinite(entry["loss"]):
-                raise FloatingPointError(
-                    f"SAE training diverged in epoch {epoch + 1}; lower sae.lr"
-                )
-            entry.update(
-                epoch=epoch + 1,
-                steps=step,
-                dead_fraction=float((~fired).float().mean()),
-                seconds=time.perf_counter() - started,
-            )
-            history.append(entry)
-            bar.set_postfix(loss=f"{entry['loss']:.4g}", dead=f"{entry['dead_fraction']:.2f}")
-            log.info(
-                "sae %s epoch %d/%d: loss %.5g, mse %.5g, dead %.3f",
-                config.name,
-                epoch + 1,
-                config.epochs,
-                entry["loss"],
-                entry["mse"],
-                entry["dead_fraction"],
-            )
-            if checkpoint is not None:
-                save_checkpoint(
-                    checkpoint,
-                    CHECKPOINT_KIND,
-                    sae,
-                    optimizer,
-                    record,
-                    epoch + 1,
-                    step,
-                    history,
-                    extra={"sae": sae.config},
-                )
     return sae.eval(), history
+
+
+@dataclass
+class _SameSymmetry:
+    """Refuses a checkpoint trained with another M (no state of its own)."""
+
+    sae: OrbitSAE
+    symmetry: torch.Tensor
+
+    def save(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        return {}, {}
+
+    def load(self, tensors: dict[str, torch.Tensor], record: dict[str, Any]) -> None:
+        if not torch.equal(self.sae.symmetry.cpu(), self.symmetry.float().cpu()):
+            raise ValueError("the checkpoint was trained with another M; delete it to start afresh")
 
 
 # ---------------------------------------------------------------------- evaluation

@@ -17,6 +17,11 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
+# The kinds of a trained demo network's file and of its training checkpoint
+# (:mod:`monoscope.checkpoints`).
+DEMO_MODEL_KIND = "demo_cnn"
+DEMO_CHECKPOINT_KIND = "demo_cnn_checkpoint"
+
 
 def _stage(in_channels: int, out_channels: int, stride: int) -> nn.Sequential:
     downsample = None

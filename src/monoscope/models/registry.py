@@ -361,7 +361,8 @@ def _timm_cached_file(arch: str) -> str:
 
 
 def _demo_cnn(_: str, config: ModelConfig) -> SubjectModel:
-    from monoscope.models.demo import DemoCNN
+    from monoscope.checkpoints import read_model_file
+    from monoscope.models.demo import DEMO_CHECKPOINT_KIND, DEMO_MODEL_KIND, DemoCNN
 
     if config.weights == "cache":
         raise ValueError("demo_cnn has no cache: its weights are trained by the workflow")
@@ -374,7 +375,12 @@ def _demo_cnn(_: str, config: ModelConfig) -> SubjectModel:
             f"demo_cnn weight file not found: {path}. The train_subject rule writes it; "
             "run the workflow (make demo) or point model.weights at a trained file."
         )
-    state, metadata = load_tensors(path)
+    state, metadata = read_model_file(
+        path,
+        (DEMO_MODEL_KIND, DEMO_CHECKPOINT_KIND),
+        "demo network",
+        "monoscope.models.train.save_demo_model (the train_subject rule)",
+    )
     net = DemoCNN(widths=metadata["widths"], num_classes=metadata["num_classes"])
     load_state(net, state, str(path))
     label_map = metadata.get("label_map")

@@ -3,21 +3,31 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
+from monoscope.checkpoints import (
+    CheckpointKind,
+    Epoch,
+    config_record,
+    save_model_file,
+    train_epochs,
+)
 from monoscope.data import ImageDataset
-from monoscope.logs import progress_kwargs
-from monoscope.models.demo import DemoCNN
+from monoscope.models.demo import DEMO_CHECKPOINT_KIND, DEMO_MODEL_KIND, DemoCNN
 from monoscope.models.registry import DIGITS_MEAN, DIGITS_STD, SubjectModel
 
 log = logging.getLogger(__name__)
+
+# The number of epochs sets the one-cycle schedule, so a resume may not change it.
+CHECKPOINTS = CheckpointKind(DEMO_CHECKPOINT_KIND, resumable_keys=())
 
 
 @dataclass(frozen=True)
@@ -82,11 +92,15 @@ def train_demo_cnn(
     config: TrainConfig,
     num_labels: int,
     device: torch.device | str = "cpu",
+    checkpoint: str | os.PathLike | None = None,
 ) -> tuple[SubjectModel, dict]:
     """Train a :class:`DemoCNN`; returns the model and a metrics record.
 
     Deterministic on CPU for a fixed seed: the seed fixes initialisation and the batch
-    order, and no worker processes are used.
+    order, and no worker processes are used. ``checkpoint`` is a file rewritten after
+    every epoch and resumed from when it exists (same config; a resumed run ends with the
+    same weights). The model's ``metadata`` is the record of its file
+    (:func:`save_demo_model`): what rebuilds the network, the config and the history.
     """
     torch.manual_seed(config.seed)
     label_map = make_label_map(config.label_groups, num_labels)
@@ -100,10 +114,15 @@ def train_demo_cnn(
         optimizer, max_lr=config.lr, total_steps=config.epochs * len(loader)
     )
     loss_fn = nn.CrossEntropyLoss()
-    start = time.perf_counter()
-    history = []
-    for epoch in tqdm(range(config.epochs), desc="epochs", **progress_kwargs()):
-        net.train()
+    rebuild = {
+        "widths": list(config.widths),
+        "num_classes": num_classes,
+        "label_map": label_map.tolist(),
+        "mean": list(DIGITS_MEAN),
+        "std": list(DIGITS_STD),
+    }
+
+    def run_epoch(epoch: Epoch) -> dict[str, Any]:
         running = 0.0
         for images, labels, _ in loader:
             images, labels = images.to(device), labels.to(device)
@@ -113,30 +132,53 @@ def train_demo_cnn(
             optimizer.step()
             schedule.step()
             running += loss.item() * len(labels)
-        history.append(running / len(train_set))
-        log.info("epoch %d: train loss %.4f", epoch + 1, history[-1])
+            epoch.advance()
+        return {"loss": running / len(train_set)}
+
+    start = time.perf_counter()
+    history = train_epochs(
+        run_epoch,
+        CHECKPOINTS,
+        net,
+        optimizer,
+        config,
+        steps_per_epoch=len(loader),
+        checkpoint=checkpoint,
+        extra=_LoaderState(generator, schedule),
+        rebuild=rebuild,
+        desc="demo_cnn",
+    )
     net.eval()
     metrics = {
         "train_accuracy": evaluate_accuracy(model, train_set, device=device),
         "test_accuracy": evaluate_accuracy(model, test_set, device=device),
-        "train_loss": history,
+        "train_loss": [record["loss"] for record in history],
         "num_classes": num_classes,
         "label_groups": [list(group) for group in config.label_groups],
         "seconds": time.perf_counter() - start,
     }
     log.info("test accuracy %.4f (%d classes)", metrics["test_accuracy"], num_classes)
-    model.metadata = {
-        "widths": list(config.widths),
-        "num_classes": num_classes,
-        "label_map": label_map.tolist(),
-        "mean": list(DIGITS_MEAN),
-        "std": list(DIGITS_STD),
-    }
+    model.metadata = {**rebuild, "config": config_record(config), "history": history}
     return model, metrics
 
 
-def save_demo_model(model: SubjectModel, path) -> None:
-    """Write a trained demo network as safetensors; its metadata rebuilds it on load."""
-    from monoscope.io import save_tensors
+@dataclass
+class _LoaderState:
+    """The batch-order generator (drawn on by every epoch) and the learning-rate schedule
+    (:class:`~monoscope.checkpoints.ExtraState`)."""
 
-    save_tensors(path, model.net.state_dict(), metadata=model.metadata)
+    generator: torch.Generator
+    schedule: torch.optim.lr_scheduler.LRScheduler
+
+    def save(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        return {"generator": self.generator.get_state()}, {"schedule": self.schedule.state_dict()}
+
+    def load(self, tensors: dict[str, torch.Tensor], record: dict[str, Any]) -> None:
+        self.generator.set_state(tensors["generator"])
+        self.schedule.load_state_dict(record["schedule"])
+
+
+def save_demo_model(model: SubjectModel, path: str | os.PathLike) -> None:
+    """Write a trained demo network (:func:`monoscope.checkpoints.save_model_file`); its
+    record (``model.metadata``) rebuilds it on load."""
+    save_model_file(path, DEMO_MODEL_KIND, model.net, model.metadata)

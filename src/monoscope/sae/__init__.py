@@ -21,7 +21,7 @@ from monoscope.sae.metrics import evaluate_sae, feature_activations
 from monoscope.sae.resample import resample_dead_features
 from monoscope.sae.store import TensorStore, VectorStore, draw_samples
 from monoscope.sae.topk import TopKSAE
-from monoscope.sae.train import SAEConfig, checkpoint_resumable, train_sae
+from monoscope.sae.train import SAEConfig, train_sae
 
 __all__ = [
     "SAE_VARIANTS",
@@ -41,5 +41,4 @@ __all__ = [
     "resample_dead_features",
     "save_sae",
     "train_sae",
-    "checkpoint_resumable",
 ]

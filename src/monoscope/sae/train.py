@@ -9,30 +9,26 @@ Reproducibility: parameter initialisation uses a forked global generator seeded 
 ``seed``, and every other random choice (the shuffle seed of each epoch, the samples for
 the decoder-bias initialisation and for resampling) comes from one CPU generator seeded
 with ``seed``. On the CPU the same config and store therefore give identical weights.
-A checkpoint written after every epoch holds the model, Adam's state, the step, the
-resampling window counts, the history and that generator's state, so a resumed run ends
-with the same weights as an uninterrupted one.
+The epoch loop is :func:`monoscope.checkpoints.train_epochs`: a checkpoint written after
+every epoch holds the model, Adam's state, the step and the history, and (:class:`TrainState`)
+that generator's state, the resampling window counts and the resamplings, so a resumed run
+ends with the same weights as an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import logging
 import math
 import os
-import time
 from collections import defaultdict
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
-from monoscope.io import load_tensors, save_tensors
-from monoscope.logs import progress_kwargs
+from monoscope.checkpoints import CheckpointKind, Epoch, train_epochs
 from monoscope.sae.base import (
     DECODER_BIAS_INITS,
     INIT_METHODS,
@@ -46,11 +42,9 @@ from monoscope.sae.store import VectorStore, draw_samples
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "monoscope-sae-checkpoint"
-CHECKPOINT_VERSION = 1
-# Config keys that may change between a checkpoint and its resumption: more epochs
-# continue the same run (nothing else depends on the total length).
-RESUMABLE_CHANGES = ("epochs",)
+# A resume may ask for more epochs: they continue the same run (nothing else depends
+# on the total length).
+CHECKPOINTS = CheckpointKind("sae_train_checkpoint", resumable_keys=("epochs",))
 
 
 @dataclass(frozen=True)
@@ -148,17 +142,36 @@ class SAEConfig:
 
 @dataclass
 class TrainState:
-    """What a checkpoint adds to the model and the optimiser.
+    """What SAE training carries across epochs besides the model and Adam: the
+    generator of every random choice after initialisation, the resampling window's
+    counts (``window_fired`` per feature, over ``window_samples`` samples) and the
+    resamplings so far. Checkpointed with them (an
+    :class:`~monoscope.checkpoints.ExtraState`)."""
 
-    ``window_fired`` counts, per feature, the samples of the current resampling window
-    on which it fired; ``window_samples`` the window's samples.
-    """
-
-    epoch: int
-    step: int
+    sae: SparseAutoencoder
+    generator: torch.Generator
     window_fired: torch.Tensor
-    window_samples: int
-    history: dict[str, list]
+    window_samples: int = 0
+    resampled: list[dict[str, Any]] = field(default_factory=list)
+
+    def save(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        _, sae_record = sae_to_tensors(self.sae)
+        tensors = {"generator": self.generator.get_state(), "window_fired": self.window_fired}
+        record = {
+            "window_samples": self.window_samples,
+            "resampled": self.resampled,
+            "sae": sae_record,
+        }
+        return tensors, record
+
+    def load(self, tensors: dict[str, torch.Tensor], record: dict[str, Any]) -> None:
+        _, expected = sae_to_tensors(self.sae)
+        if record["sae"] != json.loads(json.dumps(expected)):
+            raise ValueError(f"the checkpoint holds a different SAE: {record['sae']}")
+        self.generator.set_state(tensors["generator"])
+        self.window_fired = tensors["window_fired"].to(self.sae.decoder.device)
+        self.window_samples = int(record["window_samples"])
+        self.resampled = list(record["resampled"])
 
 
 def train_sae(
@@ -209,51 +222,40 @@ def train_sae(
     sae.normalize_decoder_()
     optimizer = torch.optim.Adam(sae.parameters(), lr=config.lr)
     state = TrainState(
-        epoch=0,
-        step=0,
-        window_fired=torch.zeros(sae.num_features, dtype=torch.int64, device=device),
-        window_samples=0,
-        history={"epochs": [], "resampled": []},
+        sae, generator, torch.zeros(sae.num_features, dtype=torch.int64, device=device)
     )
-    if checkpoint is not None and Path(checkpoint).exists():
-        state = load_checkpoint(checkpoint, sae, optimizer, generator, config)
-        log.info("resuming SAE training from %s after epoch %d", checkpoint, state.epoch)
-
-    steps_per_epoch = -(-store.num_samples // config.batch_size)
-    progress = tqdm(
-        total=config.epochs * steps_per_epoch,
-        initial=state.step,
+    history = train_epochs(
+        lambda epoch: _train_epoch(epoch, sae, optimizer, store, config, state),
+        CHECKPOINTS,
+        sae,
+        optimizer,
+        config,
+        steps_per_epoch=-(-store.num_samples // config.batch_size),
+        checkpoint=checkpoint,
+        extra=state,
         desc=f"sae {config.variant}",
-        unit="step",
-        **progress_kwargs(),
     )
-    with progress:
-        while state.epoch < config.epochs:
-            _train_epoch(sae, optimizer, store, config, state, generator, progress)
-            if checkpoint is not None:
-                save_checkpoint(checkpoint, sae, optimizer, generator, state, config)
-    return sae.eval(), state.history
+    return sae.eval(), {"epochs": history, "resampled": state.resampled}
 
 
 def _train_epoch(
+    epoch: Epoch,
     sae: SparseAutoencoder,
     optimizer: torch.optim.Optimizer,
     store: VectorStore,
     config: SAEConfig,
     state: TrainState,
-    generator: torch.Generator,
-    progress: tqdm,
-) -> None:
-    """One pass over the store; updates ``state`` (epoch, step, window, history)."""
+) -> dict[str, Any]:
+    """One pass over the store; updates ``state`` and returns the epoch's metrics."""
     device = sae.decoder.device
-    started = time.perf_counter()
     sums: dict[str, float] = defaultdict(float)
     seen = 0
     fired_in_epoch = torch.zeros(sae.num_features, dtype=torch.bool, device=device)
+    generator = state.generator
     for batch in store.iter_batches(config.batch_size, shuffle=True, seed=_draw_seed(generator)):
         x = batch.to(device=device, dtype=torch.float32)
         # The window of the resampling after step R*m covers steps R*m - W + 1 .. R*m.
-        if config.resample_every and (state.step + config.window) % config.resample_every == 0:
+        if config.resample_every and (epoch.step + config.window) % config.resample_every == 0:
             state.window_fired.zero_()
             state.window_samples = 0
         terms, codes = sae.loss_and_codes(x)
@@ -269,187 +271,24 @@ def _train_epoch(
         state.window_fired += fired.sum(dim=0)
         state.window_samples += len(x)
         fired_in_epoch |= fired.any(dim=0)
-        state.step += 1
+        epoch.advance()
         seen += len(x)
         for key, value in terms.items():
             sums[key] += float(value.detach()) * len(x)
 
-        if config.resample_every and state.step % config.resample_every == 0:
+        if config.resample_every and epoch.step % config.resample_every == 0:
             frequency = state.window_fired.double() / max(state.window_samples, 1)
             dead = frequency < config.dead_threshold
             if bool(dead.any()):
                 inputs = draw_samples(store, config.resample_samples, seed=_draw_seed(generator))
                 indices = resample_dead_features(sae, optimizer, dead, inputs, generator)
-                state.history["resampled"].append(
-                    {"step": state.step, "features": indices.tolist()}
-                )
-                log.info("step %d: resampled %d dead features", state.step, len(indices))
-        progress.update(1)
+                state.resampled.append({"step": epoch.step, "features": indices.tolist()})
+                log.info("step %d: resampled %d dead features", epoch.step, len(indices))
 
-    state.epoch += 1
-    record = {key: total / max(seen, 1) for key, total in sorted(sums.items())}
-    record.update(
-        epoch=state.epoch,
-        steps=state.step,
-        dead_fraction=float((~fired_in_epoch).float().mean()),
-        seconds=time.perf_counter() - started,
-    )
-    state.history["epochs"].append(record)
-    progress.set_postfix(loss=f"{record['loss']:.4g}", dead=f"{record['dead_fraction']:.2f}")
-    log.info(
-        "epoch %d: loss %.5g, mse %.5g, dead %.3f",
-        state.epoch,
-        record["loss"],
-        record["mse"],
-        record["dead_fraction"],
-    )
+    metrics: dict[str, Any] = {key: total / max(seen, 1) for key, total in sorted(sums.items())}
+    metrics.update(steps=epoch.step, dead_fraction=float((~fired_in_epoch).float().mean()))
+    return metrics
 
 
 def _draw_seed(generator: torch.Generator) -> int:
     return int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-
-
-# ---------------------------------------------------------------------- checkpoints
-
-
-def _config_record(config: SAEConfig) -> dict[str, Any]:
-    # Through JSON, so it compares equal to the copy read back from a checkpoint.
-    return json.loads(json.dumps(dataclasses.asdict(config)))
-
-
-def checkpoint_resumable(path: str | os.PathLike, config: SAEConfig) -> bool:
-    """Whether the checkpoint at ``path`` exists and ``train_sae`` can resume it with ``config``.
-
-    A workflow reruns training when the SAE's options change; a checkpoint of an
-    interrupted run with other options is then stale, and the caller should delete it.
-    """
-    if not Path(path).exists():
-        return False
-    _, metadata = load_tensors(path)
-    if "config" not in metadata or metadata.get("version") != CHECKPOINT_VERSION:
-        return False
-    saved, current = metadata["config"], _config_record(config)
-    same = all(
-        saved.get(key) == current.get(key)
-        for key in set(saved) | set(current)
-        if key not in RESUMABLE_CHANGES
-    )
-    return same and metadata["epoch"] <= config.epochs
-
-
-def save_checkpoint(
-    path: str | os.PathLike,
-    sae: SparseAutoencoder,
-    optimizer: torch.optim.Optimizer,
-    generator: torch.Generator,
-    state: TrainState,
-    config: SAEConfig,
-) -> None:
-    """Write everything a resumed run needs to one safetensors file, atomically.
-
-    Tensors: ``sae/<state key>``, ``optimizer/<parameter name>/<state key>`` (Adam's
-    moments), ``train/generator`` and ``train/window_fired``. Scalars (Adam's step
-    counts, the epoch, the step, the history, the config) go to the metadata.
-    """
-    sae_tensors, sae_metadata = sae_to_tensors(sae)
-    tensors = {f"sae/{key}": value for key, value in sae_tensors.items()}
-    names = [name for name, _ in sae.named_parameters()]
-    scalars: dict[str, dict[str, Any]] = {}
-    for index, entry in optimizer.state_dict()["state"].items():
-        name = names[index]
-        for key, value in entry.items():
-            if isinstance(value, torch.Tensor) and value.ndim > 0:
-                tensors[f"optimizer/{name}/{key}"] = value
-            elif isinstance(value, torch.Tensor):
-                dtype = str(value.dtype).removeprefix("torch.")
-                scalars.setdefault(name, {})[key] = {"value": value.item(), "dtype": dtype}
-            else:
-                scalars.setdefault(name, {})[key] = {"value": value}
-    tensors["train/generator"] = generator.get_state()
-    tensors["train/window_fired"] = state.window_fired
-    metadata = {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "config": _config_record(config),
-        "sae": sae_metadata,
-        "epoch": state.epoch,
-        "step": state.step,
-        "window_samples": state.window_samples,
-        "optimizer_scalars": scalars,
-        "history": state.history,
-    }
-    save_tensors(path, tensors, metadata=metadata)
-
-
-def load_checkpoint(
-    path: str | os.PathLike,
-    sae: SparseAutoencoder,
-    optimizer: torch.optim.Optimizer,
-    generator: torch.Generator,
-    config: SAEConfig,
-) -> TrainState:
-    """Restore ``sae``, ``optimizer`` and ``generator`` in place; returns the train state.
-
-    Raises ``ValueError`` when the checkpoint comes from another config (other than a
-    smaller ``epochs``) or another model.
-    """
-    tensors, metadata = load_tensors(path)
-    if metadata.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not an SAE training checkpoint")
-    if metadata.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(f"{path}: unsupported checkpoint version {metadata.get('version')!r}")
-    saved, current = metadata["config"], _config_record(config)
-    changed = sorted(
-        key
-        for key in set(saved) | set(current)
-        if key not in RESUMABLE_CHANGES and saved.get(key) != current.get(key)
-    )
-    if changed:
-        raise ValueError(
-            f"checkpoint {path} was written with other values of {changed}; "
-            "delete it to start afresh"
-        )
-    if metadata["epoch"] > config.epochs:
-        raise ValueError(
-            f"checkpoint {path} is after epoch {metadata['epoch']}, "
-            f"beyond the configured {config.epochs} epochs"
-        )
-    _, expected = sae_to_tensors(sae)
-    if metadata["sae"] != json.loads(json.dumps(expected)):
-        raise ValueError(f"checkpoint {path} holds a different SAE: {metadata['sae']}")
-
-    sae.load_state_dict(
-        {
-            key.removeprefix("sae/"): value
-            for key, value in tensors.items()
-            if key.startswith("sae/")
-        }
-    )
-    names = [name for name, _ in sae.named_parameters()]
-    optimizer_state: dict[int, dict[str, Any]] = {}
-    for index, name in enumerate(names):
-        prefix = f"optimizer/{name}/"
-        entry: dict[str, Any] = {
-            key.removeprefix(prefix): value
-            for key, value in tensors.items()
-            if key.startswith(prefix)
-        }
-        for key, scalar in metadata["optimizer_scalars"].get(name, {}).items():
-            if "dtype" in scalar:
-                entry[key] = torch.tensor(scalar["value"], dtype=getattr(torch, scalar["dtype"]))
-            else:
-                entry[key] = scalar["value"]
-        if entry:
-            optimizer_state[index] = entry
-    # Parameter groups (learning rate, betas) come from the config, which matched above.
-    optimizer.load_state_dict(
-        {"state": optimizer_state, "param_groups": optimizer.state_dict()["param_groups"]}
-    )
-    generator.set_state(tensors["train/generator"])
-    return TrainState(
-        epoch=int(metadata["epoch"]),
-        step=int(metadata["step"]),
-        window_fired=tensors["train/window_fired"].to(sae.decoder.device),
-        window_samples=int(metadata["window_samples"]),
-        history=metadata["history"],
-    )
