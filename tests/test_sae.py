@@ -22,6 +22,7 @@ from monoscope.sae import (
     feature_activations,
     geometric_median,
     load_sae,
+    read_sae,
     register_sae,
     resample_dead_features,
     save_sae,
@@ -213,16 +214,27 @@ def test_save_load_round_trip(tmp_path, variant):
     with torch.no_grad():
         sae.samples_since_fired.copy_(torch.arange(10))
     path = tmp_path / "sae.safetensors"
-    save_sae(sae, path)
+    save_sae(sae, path, {"history": [{"epoch": 1}]})
     loaded = load_sae(path)
     assert type(loaded) is type(sae) and loaded.config == sae.config
     assert loaded.num_features == 10 and loaded.input_dim == 5
     assert_same_state(sae, loaded)
     x = torch.randn(4, 5)
     assert torch.equal(loaded(x)[0], sae(x)[0])
+    assert read_sae(path)[1] == {"history": [{"epoch": 1}]}
     with safe_open(str(path), framework="pt") as handle:  # plain safetensors, no pickle
-        assert set(handle.keys()) == set(sae.state_dict())
+        assert set(handle.keys()) == {f"model/{key}" for key in sae.state_dict()}
     assert [p.name for p in tmp_path.iterdir()] == ["sae.safetensors"]
+    # Loading builds the model in a forked generator: the caller's random state is kept.
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    load_sae(path)
+    assert torch.equal(torch.rand(3), expected)
+    with pytest.raises(ValueError, match="reserved"):
+        save_sae(sae, path, {"sae": 1})
+    with pytest.raises(FileNotFoundError, match="nothing.safetensors"):
+        load_sae(tmp_path / "nothing.safetensors")
 
 
 def test_build_sae_from_a_mapping_and_registry_errors():
@@ -304,18 +316,18 @@ def test_resampling_sets_directions_and_zeroes_adam_state():
         for name, parameter in sae.named_parameters()
         for key in ("exp_avg", "exp_avg_sq")
     }
-    alive_norm = before["encoder"][alive].norm(dim=1).mean()
+    alive_norm = before["encoding.weight"][alive].norm(dim=1).mean()
 
     indices = resample_dead_features(sae, optimizer, dead, data, torch.Generator().manual_seed(15))
     assert indices.tolist() == dead_ids
     for name, parameter in sae.named_parameters():
         for key in ("exp_avg", "exp_avg_sq"):
             state, old = optimizer.state[parameter][key], moments[(name, key)]
-            if name == "encoder":
+            if name == "encoding.weight":
                 assert (state[dead] == 0).all() and torch.equal(state[alive], old[alive])
-            elif name == "encoder_bias":
+            elif name == "encoding.bias":
                 assert (state[dead] == 0).all() and torch.equal(state[alive], old[alive])
-            elif name == "decoder":
+            elif name == "dictionary.weight":
                 assert (state[:, dead] == 0).all()
                 assert torch.equal(state[:, alive], old[:, alive])
             else:
@@ -331,8 +343,8 @@ def test_resampling_sets_directions_and_zeroes_adam_state():
     expected_rows = columns.T * RESAMPLE_ENCODER_SCALE * alive_norm
     torch.testing.assert_close(sae.encoder.detach()[dead], expected_rows)
     assert (sae.encoder_bias.detach()[dead] == 0).all()
-    assert torch.equal(sae.encoder.detach()[alive], before["encoder"][alive])
-    assert torch.equal(sae.decoder.detach()[:, alive], before["decoder"][:, alive])
+    assert torch.equal(sae.encoder.detach()[alive], before["encoding.weight"][alive])
+    assert torch.equal(sae.decoder.detach()[:, alive], before["dictionary.weight"][:, alive])
 
 
 def test_resampling_draws_only_inputs_with_reconstruction_error():
