@@ -106,8 +106,6 @@ LOSS_TYPES = ("latent_inv", "canonical", "output_inv")
 PLAIN_LOSS = "mse"
 ENCODER_TYPES = ("linear", "nonlinear")
 CHECKPOINT_KIND = "equivariant_orbit_sae_checkpoint"
-# Guards divisions by a column norm: a column reaches zero only through a bad update.
-NORM_EPSILON = 1e-12
 _SHUFFLE_STREAM = 0
 
 
