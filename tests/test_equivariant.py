@@ -650,6 +650,34 @@ def test_every_orbit_sae_round_trips_through_the_sae_file(tmp_path, family, loss
     assert torch.equal(loaded.reconstruct_orbit(orbit), sae.reconstruct_orbit(orbit))
 
 
+def test_orbit_sae_files_of_save_orbit_sae_are_still_read(tmp_path):
+    """The file layout before the dictionary base: kind ``equivariant_orbit_sae``."""
+    from monoscope.checkpoints import save_model_file
+
+    sae = tiny_sae("archetypal", "mse", relaxation=0.1)
+    old_names = {
+        "encoding.hidden_weight": "encoder_hidden",
+        "encoding.hidden_bias": "encoder_hidden_bias",
+        "encoding.weight": "encoder",
+        "encoding.bias": "encoder_bias",
+        "dictionary.logits": "archetype_logits",
+        "dictionary.centroids": "centroids",
+        "dictionary.offsets": "relaxation_offsets",
+    }
+    old = torch.nn.Module()
+    for key, value in sae.state_dict().items():
+        if key != "samples_since_fired":  # the old SAEs had no firing counts
+            old.register_buffer(old_names.get(key, key), value)
+    config = saes.OrbitSAEConfig(family="archetypal", relaxation=0.1)
+    metadata = {"sae": {"input_dim": 3, **sae.config}, "config": config.to_dict(), "history": []}
+    save_model_file(tmp_path / "old.safetensors", "equivariant_orbit_sae", old, metadata)
+    loaded, extra = read_sae(tmp_path / "old.safetensors")
+    assert type(loaded) is saes.OrbitSAE and loaded.config == sae.config
+    assert extra == {"config": config.to_dict(), "history": []}
+    for key, value in sae.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+
+
 def test_load_sae_registers_the_orbit_variant_by_itself(tmp_path):
     """A process that never imported monoscope.equivariant reads an orbit SAE file."""
     import subprocess

@@ -631,3 +631,18 @@ def test_a_new_variant_is_one_registered_class_in_one_file(tmp_path, monkeypatch
     assert type(loaded) is module.ToyBatchTopKSAE and loaded.config == sae.config
     assert_same_state(sae, loaded)
     assert evaluate_sae(loaded, sparse_store, batch_size=128) == metrics
+
+
+def test_version_1_sae_files_are_still_read(tmp_path):
+    """Files written before the dictionary base: state at the top level, old names."""
+    from monoscope.io import save_tensors
+
+    sae = randomised(TopKSAE(5, 8, k=2, normalized_mse=True), seed=16)
+    old_names = {"encoding.weight": "encoder", "encoding.bias": "encoder_bias"}
+    old_names["dictionary.weight"] = "decoder"
+    state = {old_names.get(key, key): value for key, value in sae.state_dict().items()}
+    metadata = {"format": "monoscope-sae", "version": 1, "variant": "topk", "input_dim": 5}
+    save_tensors(tmp_path / "old.safetensors", state, {**metadata, "config": sae.config})
+    loaded, extra = read_sae(tmp_path / "old.safetensors")
+    assert type(loaded) is TopKSAE and loaded.config == sae.config and extra == {}
+    assert_same_state(sae, loaded)

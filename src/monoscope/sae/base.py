@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from monoscope.checkpoints import read_model_file, save_model_file
+from monoscope.io import load_tensors
 from monoscope.registry import Registry
 from monoscope.sae.parts import Dictionary, Encoder, Sparsifier
 
@@ -382,8 +383,21 @@ def save_sae(
 
 def read_sae(path: str | os.PathLike) -> tuple[SparseAutoencoder, dict[str, Any]]:
     """An SAE file written by :func:`save_sae`: the model (an instance of its variant, on
-    the CPU) and the caller's metadata passed to ``save_sae``."""
-    state, metadata = read_model_file(path, (FILE_FORMAT,), "SAE", "monoscope.sae.save_sae")
+    the CPU) and the caller's metadata passed to ``save_sae``.
+
+    Files written before the dictionary base (version 1 SAE files, and the orbit SAE
+    files of ``save_orbit_sae``) are read too, so existing results stay usable.
+    """
+    kinds = (FILE_FORMAT, _LEGACY_ORBIT_KIND)
+    try:
+        state, metadata = read_model_file(path, kinds, "SAE", "monoscope.sae.save_sae")
+    except ValueError:
+        tensors, metadata = load_tensors(path)
+        if _legacy_record(metadata) is None:
+            raise
+        return _read_legacy(tensors, metadata)  # version 1: no kind, no model/ prefix
+    if metadata["kind"] == _LEGACY_ORBIT_KIND:
+        return _read_legacy(state, metadata)
     sae = sae_from_tensors(state, metadata["sae"])
     return sae, {key: value for key, value in metadata.items() if key not in ("sae", "kind")}
 
@@ -391,6 +405,56 @@ def read_sae(path: str | os.PathLike) -> tuple[SparseAutoencoder, dict[str, Any]
 def load_sae(path: str | os.PathLike) -> SparseAutoencoder:
     """The SAE of a file written by :func:`save_sae` (an instance of its variant, on the CPU)."""
     return read_sae(path)[0]
+
+
+# Tensor names before the parts were submodules.
+_LEGACY_NAMES = {
+    "encoder": "encoding.weight",
+    "encoder_bias": "encoding.bias",
+    "encoder_hidden": "encoding.hidden_weight",
+    "encoder_hidden_bias": "encoding.hidden_bias",
+    "decoder": "dictionary.weight",
+    "archetype_logits": "dictionary.logits",
+    "centroids": "dictionary.centroids",
+    "relaxation_offsets": "dictionary.offsets",
+}
+_LEGACY_ORBIT_KIND = "equivariant_orbit_sae"
+
+
+def _legacy_record(metadata: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The record (:func:`sae_record`) of a pre-version-2 file's metadata, or None."""
+    if metadata.get("format") == FILE_FORMAT and metadata.get("version") == 1:
+        return {**metadata, "version": FILE_VERSION}
+    if metadata.get("kind") == _LEGACY_ORBIT_KIND:
+        config = dict(metadata["sae"])
+        input_dim = config.pop("input_dim")
+        return {
+            "format": FILE_FORMAT,
+            "version": FILE_VERSION,
+            "variant": "orbit",
+            "module": "monoscope.equivariant.saes",
+            "input_dim": input_dim,
+            "config": config,
+        }
+    return None
+
+
+def _read_legacy(
+    tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]
+) -> tuple[SparseAutoencoder, dict[str, Any]]:
+    record = _legacy_record(metadata)
+    state = {
+        _LEGACY_NAMES.get(key.removeprefix("model/"), key.removeprefix("model/")): value
+        for key, value in tensors.items()
+    }
+    if "samples_since_fired" not in state:  # orbit SAEs had no firing counts
+        state["samples_since_fired"] = torch.zeros(
+            int(record["config"]["num_features"]), dtype=torch.int64
+        )
+    extra = {key: metadata[key] for key in ("config", "history") if key in metadata}
+    if record["variant"] != "orbit":
+        extra = {}  # a version 1 file's "config" is the record's, not the caller's
+    return sae_from_tensors(state, record), extra
 
 
 def geometric_median(
