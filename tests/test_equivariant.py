@@ -15,6 +15,8 @@ import monoscope  # noqa: F401  (must precede any torchvision import)
 from monoscope.equivariant import autoencoders as ae
 from monoscope.equivariant import data as real
 from monoscope.equivariant import orbits, probes, saes, shapes, symmetry, tasks
+from monoscope.sae import load_sae, read_sae, save_sae
+from monoscope.sae.parts import top_k_codes
 
 N_ORBITS = 48
 SIZE = 16
@@ -331,18 +333,18 @@ def tiny_sae(family="equivariant", loss_type="latent_inv", **overrides) -> saes.
         if family == "equivariant":
             sae.symmetry.copy_(torch.randn(3, 3) / 2)
         if family == "archetypal":
-            sae.centroids.copy_(torch.randn(3, 3))
+            sae.dictionary.centroids.copy_(torch.randn(3, 3))
     return sae
 
 
 def test_topk_keeps_exactly_k_then_relu():
     pre = torch.tensor([[3.0, -1.0, 2.0, 0.5, -4.0], [-3.0, -1.0, -2.0, -0.5, -4.0]])
-    codes = saes.topk_relu(pre, 2)
+    codes = top_k_codes(pre, 2)
     assert torch.equal(codes[0], torch.tensor([3.0, 0.0, 2.0, 0.0, 0.0]))
     assert torch.equal(codes[1], torch.zeros(5))  # the top two are negative: ReLU zeroes them
     generator = torch.Generator().manual_seed(0)
     random_pre = torch.randn(50, 20, generator=generator) + 1.0
-    codes = saes.topk_relu(random_pre, 6)
+    codes = top_k_codes(random_pre, 6)
     for row, code in zip(random_pre, codes, strict=True):
         kept = torch.argsort(row, descending=True)[:6]
         expected = torch.zeros(20)
@@ -354,8 +356,10 @@ def test_topk_keeps_exactly_k_then_relu():
 def test_encoder_uses_the_pre_encoder_bias():
     sae = tiny_sae("vanilla", "mse")
     x = torch.randn(7, 3)
-    hidden = torch.relu((x - sae.decoder_bias) @ sae.encoder_hidden.T + sae.encoder_hidden_bias)
-    expected = saes.topk_relu(hidden @ sae.encoder.T + sae.encoder_bias, 2)
+    hidden = torch.relu(
+        (x - sae.decoder_bias) @ sae.encoding.hidden_weight.T + sae.encoding.hidden_bias
+    )
+    expected = top_k_codes(hidden @ sae.encoder.T + sae.encoder_bias, 2)
     assert torch.allclose(sae.encode(x), expected)
     assert torch.allclose(sae.decode(expected), expected @ sae.decoder.T + sae.decoder_bias)
     with torch.no_grad():
@@ -367,7 +371,7 @@ def test_encoder_uses_the_pre_encoder_bias():
         plain.decoder_bias.add_(5.0)
     assert torch.equal(plain.encode(x), before)
     linear = tiny_sae("vanilla", "mse", encoder_type="linear")
-    manual = saes.topk_relu((x - linear.decoder_bias) @ linear.encoder.T + linear.encoder_bias, 2)
+    manual = top_k_codes((x - linear.decoder_bias) @ linear.encoder.T + linear.encoder_bias, 2)
     assert torch.allclose(linear.encode(x), manual)
 
 
@@ -482,15 +486,15 @@ def test_equivariant_loss_is_zero_for_an_exact_invariant_model():
 
 def test_archetypal_atoms_are_convex_combinations():
     sae = tiny_sae("archetypal", "mse")
-    weights = sae.archetype_weights()
+    weights = sae.dictionary.weights()
     assert (weights >= 0).all() and torch.allclose(weights.sum(dim=1), torch.ones(5))
-    assert torch.allclose(sae.dictionary(), (weights @ sae.centroids).T)
+    assert torch.allclose(sae.dictionary(), (weights @ sae.dictionary.centroids).T)
     relaxed = tiny_sae("archetypal", "mse", relaxation=0.1)
-    relaxed.project_relaxation_()
-    assert (relaxed.relaxation_offsets.norm(dim=0) <= 0.1 + 1e-6).all()
+    relaxed.apply_constraints_()
+    atoms = relaxed.dictionary
+    assert (atoms.offsets.norm(dim=0) <= 0.1 + 1e-6).all()
     assert torch.allclose(
-        relaxed.dictionary(),
-        (relaxed.archetype_weights() @ relaxed.centroids).T + relaxed.relaxation_offsets,
+        relaxed.dictionary(), (atoms.weights() @ atoms.centroids).T + atoms.offsets
     )
 
 
@@ -528,16 +532,16 @@ def test_training_keeps_unit_decoder_columns_and_archetypal_weights(exact_latent
         assert history[0]["steps"] == 4 and history[0]["l0"] <= 3
     config = sae_config(family="archetypal", relaxation=0.05)
     sae, _ = saes.train_orbit_sae(latents, config, progress=False)
-    weights = sae.archetype_weights()
+    weights = sae.dictionary.weights()
     assert (weights >= 0).all() and torch.allclose(weights.sum(dim=1), torch.ones(weights.shape[0]))
-    assert (sae.relaxation_offsets.norm(dim=0) <= 0.05 + 1e-6).all()
+    assert (sae.dictionary.offsets.norm(dim=0) <= 0.05 + 1e-6).all()
     # the centroids are k-means centroids of the centred training vectors
     from sklearn.cluster import KMeans
 
     flat = latents.reshape(-1, 8)
     centred = (flat - flat.double().mean(0).float()).double().numpy()
     expected = KMeans(n_clusters=10, n_init=1, random_state=1).fit(centred).cluster_centers_
-    assert np.allclose(sae.centroids.numpy(), expected, atol=1e-4)
+    assert np.allclose(sae.dictionary.centroids.numpy(), expected, atol=1e-4)
 
 
 def test_sae_training_is_reproducible_and_resumable(exact_latents, tmp_path):
@@ -595,9 +599,11 @@ def test_sae_save_load_round_trip_and_metrics(exact_latents, tmp_path):
         config = sae_config(family=family, loss_type=loss_type, epochs=1, encoder_type="linear")
         sae, history = saes.train_orbit_sae(latents, config, symmetry=matrix, progress=False)
         path = tmp_path / f"{family}.safetensors"
-        saes.save_orbit_sae(path, sae, config, history)
-        loaded, loaded_config, loaded_history = saes.load_orbit_sae(path)
-        assert loaded_config == config and loaded_history == history
+        save_sae(sae, path, {"config": config.to_dict(), "history": history})
+        loaded, metadata = read_sae(path)
+        assert type(loaded) is saes.OrbitSAE and loaded.config == sae.config
+        assert saes.OrbitSAEConfig.from_dict(metadata["config"]) == config
+        assert metadata["history"] == history
         assert torch.equal(loaded.encode_orbit(latents), sae.encode_orbit(latents))
         assert torch.equal(loaded.reconstruct_orbit(latents), sae.reconstruct_orbit(latents))
         metrics = saes.evaluate_orbit_sae(sae, latents, batch_size=10)
@@ -615,7 +621,79 @@ def test_sae_save_load_round_trip_and_metrics(exact_latents, tmp_path):
         assert metrics["dead_fraction"] == pytest.approx((~active.any(0)).mean())
         assert 0 <= metrics["orbit_code_variance"] <= 1
     with pytest.raises(FileNotFoundError, match="nothing.safetensors"):
-        saes.load_orbit_sae(tmp_path / "nothing.safetensors")
+        load_sae(tmp_path / "nothing.safetensors")
+
+
+@pytest.mark.parametrize(
+    ("family", "loss_type", "options"),
+    [
+        ("vanilla", "mse", {}),
+        ("vanilla", "mse", {"encoder_type": "linear", "pre_encoder_bias": False}),
+        ("vanilla", "mse", {"unit_decoder": False}),
+        ("equivariant", "latent_inv", {}),
+        ("equivariant", "canonical", {"encoder_type": "linear"}),
+        ("equivariant", "output_inv", {}),
+        ("archetypal", "mse", {}),
+        ("archetypal", "mse", {"relaxation": 0.1, "encoder_type": "linear"}),
+    ],
+)
+def test_every_orbit_sae_round_trips_through_the_sae_file(tmp_path, family, loss_type, options):
+    sae = tiny_sae(family, loss_type, **options)
+    path = tmp_path / "sae.safetensors"
+    save_sae(sae, path)
+    loaded = load_sae(path)
+    assert type(loaded) is saes.OrbitSAE and loaded.config == sae.config
+    assert loaded.state_dict().keys() == sae.state_dict().keys()
+    for key, value in sae.state_dict().items():  # M and the centroids included
+        assert torch.equal(loaded.state_dict()[key], value), key
+    orbit = torch.randn(2, 4, 3, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(loaded.reconstruct_orbit(orbit), sae.reconstruct_orbit(orbit))
+
+
+def test_orbit_sae_files_of_save_orbit_sae_are_still_read(tmp_path):
+    """The file layout before the dictionary base: kind ``equivariant_orbit_sae``."""
+    from monoscope.checkpoints import save_model_file
+
+    sae = tiny_sae("archetypal", "mse", relaxation=0.1)
+    old_names = {
+        "encoding.hidden_weight": "encoder_hidden",
+        "encoding.hidden_bias": "encoder_hidden_bias",
+        "encoding.weight": "encoder",
+        "encoding.bias": "encoder_bias",
+        "dictionary.logits": "archetype_logits",
+        "dictionary.centroids": "centroids",
+        "dictionary.offsets": "relaxation_offsets",
+    }
+    old = torch.nn.Module()
+    for key, value in sae.state_dict().items():
+        if key != "samples_since_fired":  # the old SAEs had no firing counts
+            old.register_buffer(old_names.get(key, key), value)
+    config = saes.OrbitSAEConfig(family="archetypal", relaxation=0.1)
+    metadata = {"sae": {"input_dim": 3, **sae.config}, "config": config.to_dict(), "history": []}
+    save_model_file(tmp_path / "old.safetensors", "equivariant_orbit_sae", old, metadata)
+    loaded, extra = read_sae(tmp_path / "old.safetensors")
+    assert type(loaded) is saes.OrbitSAE and loaded.config == sae.config
+    assert extra == {"config": config.to_dict(), "history": []}
+    for key, value in sae.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+
+
+def test_load_sae_registers_the_orbit_variant_by_itself(tmp_path):
+    """A process that never imported monoscope.equivariant reads an orbit SAE file."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "sae.safetensors"
+    save_sae(tiny_sae("archetypal", "mse"), path)
+    script = (
+        "import sys; from monoscope.sae import load_sae; "
+        "assert 'monoscope.equivariant.saes' not in sys.modules; "
+        f"print(type(load_sae({str(path)!r})).__name__)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "OrbitSAE"
 
 
 def test_sae_config_validation():

@@ -10,8 +10,12 @@ import torch
 from safetensors import safe_open
 
 from monoscope.sae import (
+    DICTIONARIES,
+    ENCODERS,
     L1SAE,
     SAE_VARIANTS,
+    SPARSIFIERS,
+    DictionaryMetrics,
     SAEConfig,
     SparseAutoencoder,
     TensorStore,
@@ -22,6 +26,7 @@ from monoscope.sae import (
     feature_activations,
     geometric_median,
     load_sae,
+    read_sae,
     register_sae,
     resample_dead_features,
     save_sae,
@@ -213,16 +218,27 @@ def test_save_load_round_trip(tmp_path, variant):
     with torch.no_grad():
         sae.samples_since_fired.copy_(torch.arange(10))
     path = tmp_path / "sae.safetensors"
-    save_sae(sae, path)
+    save_sae(sae, path, {"history": [{"epoch": 1}]})
     loaded = load_sae(path)
     assert type(loaded) is type(sae) and loaded.config == sae.config
     assert loaded.num_features == 10 and loaded.input_dim == 5
     assert_same_state(sae, loaded)
     x = torch.randn(4, 5)
     assert torch.equal(loaded(x)[0], sae(x)[0])
+    assert read_sae(path)[1] == {"history": [{"epoch": 1}]}
     with safe_open(str(path), framework="pt") as handle:  # plain safetensors, no pickle
-        assert set(handle.keys()) == set(sae.state_dict())
+        assert set(handle.keys()) == {f"model/{key}" for key in sae.state_dict()}
     assert [p.name for p in tmp_path.iterdir()] == ["sae.safetensors"]
+    # Loading builds the model in a forked generator: the caller's random state is kept.
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    load_sae(path)
+    assert torch.equal(torch.rand(3), expected)
+    with pytest.raises(ValueError, match="reserved"):
+        save_sae(sae, path, {"sae": 1})
+    with pytest.raises(FileNotFoundError, match="nothing.safetensors"):
+        load_sae(tmp_path / "nothing.safetensors")
 
 
 def test_build_sae_from_a_mapping_and_registry_errors():
@@ -304,18 +320,18 @@ def test_resampling_sets_directions_and_zeroes_adam_state():
         for name, parameter in sae.named_parameters()
         for key in ("exp_avg", "exp_avg_sq")
     }
-    alive_norm = before["encoder"][alive].norm(dim=1).mean()
+    alive_norm = before["encoding.weight"][alive].norm(dim=1).mean()
 
     indices = resample_dead_features(sae, optimizer, dead, data, torch.Generator().manual_seed(15))
     assert indices.tolist() == dead_ids
     for name, parameter in sae.named_parameters():
         for key in ("exp_avg", "exp_avg_sq"):
             state, old = optimizer.state[parameter][key], moments[(name, key)]
-            if name == "encoder":
+            if name == "encoding.weight":
                 assert (state[dead] == 0).all() and torch.equal(state[alive], old[alive])
-            elif name == "encoder_bias":
+            elif name == "encoding.bias":
                 assert (state[dead] == 0).all() and torch.equal(state[alive], old[alive])
-            elif name == "decoder":
+            elif name == "dictionary.weight":
                 assert (state[:, dead] == 0).all()
                 assert torch.equal(state[:, alive], old[:, alive])
             else:
@@ -331,8 +347,8 @@ def test_resampling_sets_directions_and_zeroes_adam_state():
     expected_rows = columns.T * RESAMPLE_ENCODER_SCALE * alive_norm
     torch.testing.assert_close(sae.encoder.detach()[dead], expected_rows)
     assert (sae.encoder_bias.detach()[dead] == 0).all()
-    assert torch.equal(sae.encoder.detach()[alive], before["encoder"][alive])
-    assert torch.equal(sae.decoder.detach()[:, alive], before["decoder"][:, alive])
+    assert torch.equal(sae.encoder.detach()[alive], before["encoding.weight"][alive])
+    assert torch.equal(sae.decoder.detach()[:, alive], before["dictionary.weight"][:, alive])
 
 
 def test_resampling_draws_only_inputs_with_reconstruction_error():
@@ -507,3 +523,130 @@ def test_checkpoint_resumable_says_what_train_sae_would_accept(tmp_path, sparse_
 def test_config_validation_names_the_key(options, key):
     with pytest.raises(ValueError, match=rf"sae\.{key} "):
         SAEConfig(**options)
+
+
+# --------------------------------------------------------------------------- parts
+
+
+def test_part_registries_and_a_composition_from_them():
+    assert set(ENCODERS) == {"linear", "nonlinear"}
+    assert set(SPARSIFIERS) >= {"relu", "topk", "batch_topk"}
+    assert set(DICTIONARIES) == {"free", "archetypal"}
+    d, k = 4, 6
+    torch.manual_seed(0)
+    sae = SparseAutoencoder(
+        d,
+        ENCODERS["nonlinear"](d, k, hidden_dim=5),
+        SPARSIFIERS["batch_topk"](d, k, k=2),
+        DICTIONARIES["archetypal"](d, k, n_centroids=3, relaxation=0.1),
+        init="random",
+    )
+    x = torch.randn(7, d)
+    terms, codes = sae.loss_and_codes(x)
+    assert set(terms) == {"loss", "mse"} and terms["loss"] == terms["mse"]
+    assert codes.shape == (7, k) and (codes != 0).sum() <= 2 * 7
+    assert sae.dictionary().shape == (d, k) and not sae.unit_decoder
+    with pytest.raises(ValueError, match="cannot be tied"):
+        SparseAutoencoder(
+            d, ENCODERS["nonlinear"](d, k), SPARSIFIERS["relu"](d, k), DICTIONARIES["free"](d, k)
+        )
+    with pytest.raises(ValueError, match="disagree"):
+        SparseAutoencoder(
+            d, ENCODERS["linear"](d, k), SPARSIFIERS["relu"](d, k + 1), DICTIONARIES["free"](d, k)
+        )
+    with pytest.raises(ValueError, match="unknown SAE encoder"):
+        ENCODERS["convolutional"]
+
+
+def test_batch_topk_keeps_the_largest_entries_of_the_whole_batch():
+    sparsifier = SPARSIFIERS["batch_topk"](3, 8, k=2)
+    pre = torch.randn(5, 8, generator=torch.Generator().manual_seed(1)) + 0.5
+    codes = sparsifier(pre)
+    threshold = pre.flatten().sort(descending=True).values[2 * 5 - 1]
+    assert torch.equal(codes, torch.where(pre >= threshold, pre.clamp_min(0), 0.0))
+    assert (codes != 0).sum(dim=1).tolist() != [2] * 5  # a shared budget, not k per row
+
+
+def test_streaming_metrics_equal_one_pass_metrics():
+    generator = torch.Generator().manual_seed(2)
+    x, x_hat = torch.randn(50, 3, generator=generator) + 2, torch.randn(50, 3, generator=generator)
+    codes = torch.relu(torch.randn(50, 6, generator=generator))
+    whole, parts = DictionaryMetrics(0.3), DictionaryMetrics(0.3)
+    whole.update(x, x_hat, codes)
+    for start in range(0, 50, 7):
+        parts.update(x[start : start + 7], x_hat[start : start + 7], codes[start : start + 7])
+    assert whole.result() == pytest.approx(parts.result(), rel=1e-12)
+    xs, rebuilt = x.double().numpy(), x_hat.double().numpy()
+    fvu = ((xs - rebuilt) ** 2).sum() / ((xs - xs.mean(0)) ** 2).sum()
+    assert whole.result()["fvu"] == pytest.approx(fvu, rel=1e-12)
+
+
+# --------------------------------------------------------------------------- a new variant
+
+TOY_VARIANT = '''
+"""A toy SAE variant: BatchTopK codes over a randomly initialised linear encoder."""
+
+from monoscope.sae import SparseAutoencoder, register_sae
+from monoscope.sae.parts import BatchTopKSparsifier, FreeDictionary, LinearEncoder
+
+
+@register_sae("toy_batch_topk")
+class ToyBatchTopKSAE(SparseAutoencoder):
+    hyperparameters = ("num_features", "k", "init")
+
+    def __init__(self, input_dim, num_features, k=4, init="random"):
+        super().__init__(
+            input_dim,
+            LinearEncoder(input_dim, num_features),
+            BatchTopKSparsifier(input_dim, num_features, k),
+            FreeDictionary(input_dim, num_features),
+            init=init,
+        )
+
+    k = property(lambda self: self.sparsifier.k)
+'''
+
+
+def test_a_new_variant_is_one_registered_class_in_one_file(tmp_path, monkeypatch, sparse_store):
+    import importlib.util
+
+    # The registration is undone after the test: a copy of the entries is restored.
+    monkeypatch.setattr(SAE_VARIANTS, "_entries", dict(SAE_VARIANTS._entries))
+    source = tmp_path / "toy_sae_variant.py"
+    source.write_text(TOY_VARIANT)
+    spec = importlib.util.spec_from_file_location("toy_sae_variant", source)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert SAE_VARIANTS["toy_batch_topk"] is module.ToyBatchTopKSAE
+
+    config = SAEConfig(
+        variant="toy_batch_topk", expansion=2, k=3, init="random", batch_size=128, epochs=2
+    )
+    sae, history = train_sae(sparse_store, config)
+    assert type(sae) is module.ToyBatchTopKSAE and sae.k == 3 and sae.num_features == 16
+    assert len(history["epochs"]) == 2 and set(history["epochs"][0]) >= {"loss", "mse"}
+    np.testing.assert_allclose(sae.decoder.detach().norm(dim=0).numpy(), 1.0, atol=1e-5)
+    metrics = evaluate_sae(sae, sparse_store, batch_size=128)
+    assert metrics["l0"] <= 3 and 0 < metrics["fvu"] < 1
+
+    path = tmp_path / "toy.safetensors"
+    save_sae(sae, path)
+    loaded = load_sae(path)
+    assert type(loaded) is module.ToyBatchTopKSAE and loaded.config == sae.config
+    assert_same_state(sae, loaded)
+    assert evaluate_sae(loaded, sparse_store, batch_size=128) == metrics
+
+
+def test_version_1_sae_files_are_still_read(tmp_path):
+    """Files written before the dictionary base: state at the top level, old names."""
+    from monoscope.io import save_tensors
+
+    sae = randomised(TopKSAE(5, 8, k=2, normalized_mse=True), seed=16)
+    old_names = {"encoding.weight": "encoder", "encoding.bias": "encoder_bias"}
+    old_names["dictionary.weight"] = "decoder"
+    state = {old_names.get(key, key): value for key, value in sae.state_dict().items()}
+    metadata = {"format": "monoscope-sae", "version": 1, "variant": "topk", "input_dim": 5}
+    save_tensors(tmp_path / "old.safetensors", state, {**metadata, "config": sae.config})
+    loaded, extra = read_sae(tmp_path / "old.safetensors")
+    assert type(loaded) is TopKSAE and loaded.config == sae.config and extra == {}
+    assert_same_state(sae, loaded)

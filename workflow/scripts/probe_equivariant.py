@@ -5,9 +5,10 @@ import torch
 from monoscope.equivariant.orbit_data import load_orbit_data
 from monoscope.equivariant.orbits import member_mask
 from monoscope.equivariant.probes import ProbeConfig, run_probes
-from monoscope.equivariant.saes import encode_orbits, load_orbit_sae, orbit_codes_as_rows
+from monoscope.equivariant.saes import encode_orbits, orbit_codes_as_rows
 from monoscope.io import atomic_path, load_tensors
 from monoscope.logs import setup_logging
+from monoscope.sae import load_sae
 
 setup_logging(snakemake.log[0])
 # One thread: scikit-learn and XGBoost fit many small models (see the module docs).
@@ -18,7 +19,7 @@ latents = load_tensors(snakemake.input.latents)[0]["latents"]
 if wildcards.family == "base":
     features = orbit_codes_as_rows(latents)
 else:
-    sae, _, _ = load_orbit_sae(snakemake.input.sae)
+    sae = load_sae(snakemake.input.sae)
     features = orbit_codes_as_rows(encode_orbits(sae, latents))
 results = run_probes(
     features,

@@ -4,14 +4,10 @@ import torch
 
 from monoscope.device import resolve_device
 from monoscope.equivariant.orbit_data import load_orbit_data
-from monoscope.equivariant.saes import (
-    OrbitSAEConfig,
-    evaluate_orbit_sae,
-    save_orbit_sae,
-    train_orbit_sae,
-)
+from monoscope.equivariant.saes import OrbitSAEConfig, evaluate_orbit_sae, train_orbit_sae
 from monoscope.io import guard_checkpoint, load_tensors, release_checkpoint, write_json
 from monoscope.logs import setup_logging
+from monoscope.sae import save_sae
 
 setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
@@ -37,7 +33,7 @@ sae, history = train_orbit_sae(
     device,
     checkpoint,
 )
-save_orbit_sae(snakemake.output.model, sae.cpu(), config, history)
+save_sae(sae.cpu(), snakemake.output.model, {"config": config.to_dict(), "history": history})
 write_json(
     snakemake.output.metrics,
     {

@@ -70,8 +70,10 @@ over member pairs) of squared errors summed over the d latent dimensions.
 Training (:func:`train_orbit_sae`): Adam on batches of orbits, the batch order of each
 epoch drawn from ``(seed, epoch)``; resumable from a checkpoint (bit for bit on CPU);
 unit-norm decoder columns kept by removing the gradient along each column before the
-step and renormalising after it. Files are safetensors with the constructor arguments in
-the metadata (:func:`save_orbit_sae`, :func:`load_orbit_sae`).
+step and renormalising after it. An orbit SAE is the ``orbit`` variant of the dictionary
+base (:mod:`monoscope.sae.base`): it is written and read with
+:func:`monoscope.sae.save_sae` and :func:`monoscope.sae.load_sae` like every SAE, and
+evaluated with the shared metrics of :mod:`monoscope.sae.metrics`.
 """
 
 from __future__ import annotations
@@ -85,18 +87,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from torch import nn
 
-from monoscope.checkpoints import (
-    CheckpointKind,
-    Epoch,
-    read_model_file,
-    save_model_file,
-    train_epochs,
-)
+from monoscope.checkpoints import CheckpointKind, Epoch, train_epochs
 from monoscope.config import RecordConfig
 from monoscope.equivariant.orbits import check_orbit_size
 from monoscope.equivariant.symmetry import symmetry_powers, to_canonical
+from monoscope.sae.base import SparseAutoencoder, register_sae
+from monoscope.sae.metrics import DictionaryMetrics
+from monoscope.sae.parts import ENCODERS, ArchetypalDictionary, FreeDictionary, TopKSparsifier
 
 log = logging.getLogger(__name__)
 
@@ -104,11 +102,8 @@ FAMILIES = ("vanilla", "equivariant", "archetypal")
 LOSS_TYPES = ("latent_inv", "canonical", "output_inv")
 PLAIN_LOSS = "mse"
 ENCODER_TYPES = ("linear", "nonlinear")
-MODEL_KIND = "equivariant_orbit_sae"
 CHECKPOINT_KIND = "equivariant_orbit_sae_checkpoint"
 CHECKPOINTS = CheckpointKind(CHECKPOINT_KIND)
-# Guards divisions by a column norm: a column reaches zero only through a bad update.
-NORM_EPSILON = 1e-12
 _SHUFFLE_STREAM = 0
 
 
@@ -225,28 +220,40 @@ class OrbitSAEConfig(RecordConfig):
 # ---------------------------------------------------------------------- the model
 
 
-def topk_relu(pre: torch.Tensor, k: int) -> torch.Tensor:
-    """Keep the k largest entries of the last axis (exactly k), zero the rest, then ReLU."""
-    values, indices = pre.topk(k, dim=-1)
-    return torch.zeros_like(pre).scatter(-1, indices, torch.relu(values))
+@register_sae("orbit")
+class OrbitSAE(SparseAutoencoder):
+    """A TopK SAE of one family on orbits (see the module docstring for the notation).
 
-
-class OrbitSAE(nn.Module):
-    """A TopK SAE of one family (see the module docstring for the notation).
+    The dictionary base (:class:`~monoscope.sae.base.SparseAutoencoder`) with the parts
+    the family asks for: a ``linear`` or ``nonlinear`` encoder (:attr:`encoding`; a linear
+    one is tied to the initial dictionary except for archetypal SAEs), the ``topk``
+    sparsifier without auxiliary loss, and a ``free`` dictionary (unit-norm columns when
+    ``unit_decoder``) or, for ``archetypal``, an ``archetypal`` one. What is orbit-specific
+    lives here: encoding and decoding whole orbits with the symmetry M and the loss types.
 
     Parameters are the fields of :class:`OrbitSAEConfig` that shape the model, plus the
     input dimension d, the feature count K and the orbit size n.
 
     Attributes
     ----------
-    encoder, encoder_bias : W_e ``[K, d]`` (linear) or ``[K, H]`` (nonlinear), b_e ``[K]``.
-    encoder_hidden, encoder_hidden_bias : W_h ``[H, d]``, b_h ``[H]`` (nonlinear only).
-    decoder : W_d ``[d, K]`` (vanilla, equivariant); archetypal SAEs have instead
-        ``archetype_logits [K, C]``, the buffer ``centroids [C, d]`` and, when relaxed,
-        ``relaxation_offsets [d, K]``; :meth:`dictionary` gives W_d for every family.
-    decoder_bias : b_d ``[d]``.
+    encoding, sparsifier, dictionary, decoder_bias : the parts and b_d ``[d]``;
+        ``dictionary()`` gives W_d for every family.
     symmetry : buffer M ``[d, d]`` (equivariant only; identity until set).
     """
+
+    hyperparameters = (
+        "num_features",
+        "k",
+        "orbit_size",
+        "family",
+        "loss_type",
+        "encoder_type",
+        "hidden_dim",
+        "unit_decoder",
+        "pre_encoder_bias",
+        "n_centroids",
+        "relaxation",
+    )
 
     def __init__(
         self,
@@ -263,7 +270,6 @@ class OrbitSAE(nn.Module):
         n_centroids: int = 0,
         relaxation: float = 0.0,
     ) -> None:
-        super().__init__()
         if input_dim < 1 or num_features < 1:
             raise ValueError(
                 f"input_dim and num_features must be positive, got {input_dim}, {num_features}"
@@ -271,104 +277,38 @@ class OrbitSAE(nn.Module):
         if not 1 <= k <= num_features:
             raise ValueError(f"k must be in [1, num_features={num_features}], got {k}")
         check_orbit_size(orbit_size)
+        if family not in FAMILIES:
+            raise ValueError(f"family must be one of {FAMILIES}, got '{family}'")
         if family == "archetypal" and n_centroids < 1:
             raise ValueError("an archetypal SAE needs n_centroids >= 1")
-        self.input_dim, self.num_features, self.k = input_dim, num_features, k
+        encoder_options = {"hidden_dim": hidden_dim} if encoder_type == "nonlinear" else {}
+        encoder = ENCODERS[encoder_type](input_dim, num_features, **encoder_options)
+        if family == "archetypal":
+            dictionary = ArchetypalDictionary(input_dim, num_features, n_centroids, relaxation)
+        else:
+            dictionary = FreeDictionary(input_dim, num_features, unit_norm=unit_decoder)
+        # The orbit losses have no dead-feature term: the TopK step alone.
+        sparsifier = TopKSparsifier(input_dim, num_features, k, aux_coef=0.0)
+        super().__init__(
+            input_dim,
+            encoder,
+            sparsifier,
+            dictionary,
+            init="tied" if encoder.tieable and family != "archetypal" else "random",
+            pre_encoder_bias=pre_encoder_bias,
+        )
         self.orbit_size, self.family, self.loss_type = orbit_size, family, loss_type
         self.encoder_type, self.hidden_dim = encoder_type, hidden_dim
-        self.unit_decoder, self.pre_encoder_bias = unit_decoder, pre_encoder_bias
-        self.n_centroids, self.relaxation = n_centroids if family == "archetypal" else 0, relaxation
-
-        encoder_in = input_dim
-        if encoder_type == "nonlinear":
-            self.encoder_hidden = nn.Parameter(torch.empty(hidden_dim, input_dim))
-            self.encoder_hidden_bias = nn.Parameter(torch.zeros(hidden_dim))
-            encoder_in = hidden_dim
-        self.encoder = nn.Parameter(torch.empty(num_features, encoder_in))
-        self.encoder_bias = nn.Parameter(torch.zeros(num_features))
-        self.decoder_bias = nn.Parameter(torch.zeros(input_dim))
-        if family == "archetypal":
-            self.archetype_logits = nn.Parameter(torch.zeros(num_features, self.n_centroids))
-            self.register_buffer("centroids", torch.zeros(self.n_centroids, input_dim))
-            if relaxation > 0:
-                self.relaxation_offsets = nn.Parameter(torch.zeros(input_dim, num_features))
-        else:
-            self.decoder = nn.Parameter(torch.empty(input_dim, num_features))
+        self.n_centroids = n_centroids if family == "archetypal" else 0
+        self.relaxation = relaxation
         if family == "equivariant":
             self.register_buffer("symmetry", torch.eye(input_dim))
-        self.reset_parameters()
 
     @property
-    def config(self) -> dict[str, Any]:
-        """The constructor arguments; JSON-serialisable."""
-        return {
-            "input_dim": self.input_dim,
-            "num_features": self.num_features,
-            "k": self.k,
-            "orbit_size": self.orbit_size,
-            "family": self.family,
-            "loss_type": self.loss_type,
-            "encoder_type": self.encoder_type,
-            "hidden_dim": self.hidden_dim,
-            "unit_decoder": self.unit_decoder,
-            "pre_encoder_bias": self.pre_encoder_bias,
-            "n_centroids": self.n_centroids,
-            "relaxation": self.relaxation,
-        }
+    def k(self) -> int:
+        return self.sparsifier.k
 
-    @torch.no_grad()
-    def reset_parameters(self) -> None:
-        """Random unit decoder columns; a linear encoder tied to them, a nonlinear one
-        Kaiming-uniform (as ``nn.Linear``); zero biases. Uses the global generator."""
-        if self.family == "archetypal":
-            count = self.n_centroids
-            if self.num_features <= count:
-                chosen = torch.randperm(count)[: self.num_features]
-            else:
-                chosen = torch.randint(0, count, (self.num_features,))
-            self.archetype_logits.zero_()
-            self.archetype_logits[torch.arange(self.num_features), chosen] = math.log(max(count, 2))
-        else:
-            self.decoder.normal_()
-            self.normalize_decoder_()
-        if self.encoder_type == "nonlinear":
-            nn.init.kaiming_uniform_(self.encoder_hidden, a=5**0.5)
-            nn.init.kaiming_uniform_(self.encoder, a=5**0.5)
-        elif self.family == "archetypal":
-            nn.init.kaiming_uniform_(self.encoder, a=5**0.5)
-        else:
-            self.encoder.copy_(self.decoder.T)
-
-    # -------------------------------------------------------------- encode and decode
-
-    def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
-        """``[..., d] -> [..., K]`` before the TopK."""
-        if self.pre_encoder_bias:
-            x = x - self.decoder_bias
-        if self.encoder_type == "nonlinear":
-            x = torch.relu(x @ self.encoder_hidden.T + self.encoder_hidden_bias)
-        return x @ self.encoder.T + self.encoder_bias
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Codes ``[..., K]`` of vectors ``[..., d]`` (at most k nonzero, none negative)."""
-        return topk_relu(self.pre_activations(x), self.k)
-
-    def archetype_weights(self) -> torch.Tensor:
-        """``[K, C]``: row i holds atom i's convex weights over the centroids."""
-        return torch.softmax(self.archetype_logits, dim=-1)
-
-    def dictionary(self) -> torch.Tensor:
-        """W_d ``[d, K]`` (for archetypal SAEs computed from weights and centroids)."""
-        if self.family != "archetypal":
-            return self.decoder
-        atoms = (self.archetype_weights() @ self.centroids).T
-        if self.relaxation > 0:
-            atoms = atoms + self.relaxation_offsets
-        return atoms
-
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """``W_d z + b_d``, ``[..., K] -> [..., d]``."""
-        return codes @ self.dictionary().T + self.decoder_bias
+    # -------------------------------------------------------------- orbits
 
     def _powers(self) -> torch.Tensor:
         return symmetry_powers(self.symmetry, self.orbit_size)
@@ -434,43 +374,6 @@ class OrbitSAE(nn.Module):
         mse = (orbit - members).detach().pow(2).sum(dim=-1).mean()
         return {"loss": loss, "mse": mse}, codes
 
-    # -------------------------------------------------------------- constraints
-
-    @torch.no_grad()
-    def normalize_decoder_(self) -> None:
-        """Rescale every decoder column to unit L2 norm (in place; not archetypal)."""
-        self.decoder.div_(self.decoder.norm(dim=0, keepdim=True).clamp_min(NORM_EPSILON))
-
-    @torch.no_grad()
-    def remove_parallel_decoder_grad_(self) -> None:
-        """Remove from W_d.grad its component along each (unit) column, in place.
-
-        A step along a column would only change its length, which the renormalisation
-        undoes; removing it keeps Adam's step for the directions that matter.
-        """
-        grad = self.decoder.grad
-        if grad is None:
-            return
-        along = (grad * self.decoder).sum(dim=0, keepdim=True)
-        squared = self.decoder.pow(2).sum(dim=0, keepdim=True).clamp_min(NORM_EPSILON)
-        grad.sub_(self.decoder * (along / squared))
-
-    @torch.no_grad()
-    def project_relaxation_(self) -> None:
-        """Shrink each archetypal offset column to norm at most ``relaxation``."""
-        if self.family != "archetypal" or self.relaxation <= 0:
-            return
-        norms = self.relaxation_offsets.norm(dim=0, keepdim=True)
-        self.relaxation_offsets.mul_(
-            (self.relaxation / norms.clamp_min(NORM_EPSILON)).clamp(max=1.0)
-        )
-
-    def apply_constraints_(self) -> None:
-        """What follows every optimiser step: unit decoder columns, bounded offsets."""
-        if self.unit_decoder:
-            self.normalize_decoder_()
-        self.project_relaxation_()
-
 
 def build_orbit_sae(config: OrbitSAEConfig, input_dim: int, orbit_size: int) -> OrbitSAE:
     """A new SAE from ``config`` (initialised from the global generator)."""
@@ -496,36 +399,22 @@ def build_orbit_sae(config: OrbitSAEConfig, input_dim: int, orbit_size: int) -> 
 # ---------------------------------------------------------------------- data-dependent init
 
 
-def kmeans_centroids(vectors: torch.Tensor, n_centroids: int, seed: int) -> torch.Tensor:
-    """Centroids ``[C, d]`` of ``vectors [N, d]`` by scikit-learn's ``KMeans`` (seeded)."""
-    from sklearn.cluster import KMeans
-
-    if n_centroids > vectors.shape[0]:
-        raise ValueError(
-            f"sae.n_centroids ({n_centroids}) exceeds the {vectors.shape[0]} training vectors; "
-            "lower it"
-        )
-    kmeans = KMeans(n_clusters=n_centroids, n_init=1, random_state=seed)
-    kmeans.fit(vectors.double().numpy())
-    return torch.from_numpy(kmeans.cluster_centers_).float()
-
-
 @torch.no_grad()
 def init_from_data(sae: OrbitSAE, latents: torch.Tensor, seed: int) -> None:
     """Set b_d to the mean training vector (canonicalised for ``latent_inv`` and
-    ``canonical``) and, for archetypal SAEs, the centroids."""
+    ``canonical``) and, for archetypal SAEs, the centroids (k-means of the training
+    vectors, minus b_d when ``pre_encoder_bias``)."""
     frames = (
         to_canonical(latents, sae.symmetry)
         if sae.loss_type in ("latent_inv", "canonical")
         else latents
     )
-    flat = frames.reshape(-1, sae.input_dim).double()
-    sae.decoder_bias.copy_(flat.mean(dim=0).float())
+    sae.init_from_data(frames.reshape(-1, sae.input_dim), "mean")
     if sae.family == "archetypal":
         centred = latents.reshape(-1, sae.input_dim)
         if sae.pre_encoder_bias:
             centred = centred - sae.decoder_bias
-        sae.centroids.copy_(kmeans_centroids(centred, sae.n_centroids, seed))
+        sae.dictionary.fit_centroids_(centred, seed)
 
 
 # ---------------------------------------------------------------------- training
@@ -650,21 +539,13 @@ class _SameSymmetry:
 def encode_orbits(sae: OrbitSAE, latents: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     """Codes ``[N, n, K]`` (float32, CPU) of orbit latents ``[N, n, d]``, batch by batch."""
     _check_latents(latents)
-    device = sae.encoder.device
+    device = sae.decoder_bias.device
     sae.eval()
     parts = [
         sae.encode_orbit(latents[start : start + batch_size].to(device, torch.float32)).cpu()
         for start in range(0, latents.shape[0], batch_size)
     ]
     return torch.cat(parts)
-
-
-def fraction_of_variance_unexplained(x: torch.Tensor, x_hat: torch.Tensor) -> float:
-    """FVU ``sum ||x - x_hat||^2 / sum ||x - mean(x)||^2`` over rows of ``[N, d]``."""
-    x, x_hat = x.double(), x_hat.double()
-    residual = (x - x_hat).pow(2).sum()
-    total = (x - x.mean(dim=0)).pow(2).sum()
-    return float(residual / total.clamp_min(1e-300))
 
 
 @torch.no_grad()
@@ -680,10 +561,11 @@ def evaluate_orbit_sae(
     ``normalized_mse`` (``sum ||a - a_hat||^2 / sum ||a||^2``), ``l0`` (mean nonzero codes
     per vector), ``dead_fraction`` (features that never fire on these data) and
     ``orbit_code_variance`` (share of the codes' variance that lies within orbits:
-    0 for perfectly rotation-invariant codes).
+    0 for perfectly rotation-invariant codes). FVU, L0 and the dead fraction are those of
+    :class:`monoscope.sae.metrics.DictionaryMetrics` over the member vectors.
     """
     _check_latents(latents)
-    device = sae.encoder.device
+    device = sae.decoder_bias.device
     sae.eval()
     reconstructions, codes = [], []
     for start in range(0, latents.shape[0], batch_size):
@@ -697,59 +579,20 @@ def evaluate_orbit_sae(
     within = (z - z.mean(dim=1, keepdim=True)).pow(2).sum()
     flat = z.reshape(-1, z.shape[-1])
     total = (flat - flat.mean(dim=0)).pow(2).sum()
+    # One update with every vector: the FVU's variance is then the one-pass sum.
+    accumulator = DictionaryMetrics()
+    accumulator.update(a, a_hat, flat)
+    shared = accumulator.result()
     return {
-        "fvu": fraction_of_variance_unexplained(a, a_hat),
+        "fvu": shared["fvu"],
+        # The mean of per-vector errors (not DictionaryMetrics' total / count, which may
+        # differ in the last bit), as the published tables were computed.
         "mse": float((a - a_hat).pow(2).sum(dim=1).mean()),
         "normalized_mse": float((a - a_hat).pow(2).sum() / a.pow(2).sum().clamp_min(1e-300)),
-        "l0": float((flat != 0).sum(dim=1).double().mean()),
-        "dead_fraction": float(((flat != 0).sum(dim=0) == 0).double().mean()),
+        "l0": shared["l0"],
+        "dead_fraction": shared["dead_fraction"],
         "orbit_code_variance": float(within / total.clamp_min(1e-300)),
     }
-
-
-# ---------------------------------------------------------------------- files
-
-
-def save_orbit_sae(
-    path: str | os.PathLike,
-    sae: OrbitSAE,
-    config: OrbitSAEConfig,
-    history: list[dict[str, Any]] | None = None,
-) -> None:
-    """Write a trained SAE: tensors ``model/<name>`` (M and the centroids included);
-    metadata ``kind``, ``sae`` (constructor arguments), ``config``, ``history``."""
-    save_model_file(
-        path,
-        MODEL_KIND,
-        sae,
-        {"sae": sae.config, "config": config.to_dict(), "history": history or []},
-    )
-
-
-def load_orbit_sae(
-    path: str | os.PathLike, device: torch.device | str = "cpu"
-) -> tuple[OrbitSAE, OrbitSAEConfig, list[dict[str, Any]]]:
-    """Rebuild an SAE from :func:`save_orbit_sae`'s file or a training checkpoint.
-
-    Returns ``(sae in eval mode on device, config, history)``.
-    """
-    state, metadata = read_model_file(
-        path,
-        (MODEL_KIND, CHECKPOINT_KIND),
-        "orbit SAE",
-        "monoscope.equivariant.saes.save_orbit_sae or train_orbit_sae's checkpoint",
-    )
-    arguments = dict(metadata["sae"])
-    with torch.random.fork_rng(devices=[]):
-        sae = OrbitSAE(
-            arguments.pop("input_dim"),
-            arguments.pop("num_features"),
-            arguments.pop("k"),
-            **arguments,
-        )
-    sae.load_state_dict(state)
-    config = OrbitSAEConfig.from_dict(metadata["config"])
-    return sae.to(device).eval(), config, list(metadata.get("history", []))
 
 
 def orbit_codes_as_rows(codes: torch.Tensor) -> np.ndarray:

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import torch
 
-from monoscope.sae.base import NORM_EPSILON, SparseAutoencoder
+from monoscope.sae.base import SparseAutoencoder
+from monoscope.sae.parts import NORM_EPSILON
 
 RESAMPLE_ENCODER_SCALE = 0.2
 # Per-parameter optimiser state that holds one entry per weight (Adam's, AMSGrad's).
