@@ -225,7 +225,7 @@ def test_save_load_round_trip(tmp_path, variant):
     assert_same_state(sae, loaded)
     x = torch.randn(4, 5)
     assert torch.equal(loaded(x)[0], sae(x)[0])
-    assert read_sae(path)[1] == {"history": [{"epoch": 1}]}
+    assert read_sae(path)[1] == {"config": {}, "history": [{"epoch": 1}]}
     with safe_open(str(path), framework="pt") as handle:  # plain safetensors, no pickle
         assert set(handle.keys()) == {f"model/{key}" for key in sae.state_dict()}
     assert [p.name for p in tmp_path.iterdir()] == ["sae.safetensors"]
@@ -650,3 +650,13 @@ def test_version_1_sae_files_are_still_read(tmp_path):
     loaded, extra = read_sae(tmp_path / "old.safetensors")
     assert type(loaded) is TopKSAE and loaded.config == sae.config and extra == {}
     assert_same_state(sae, loaded)
+
+
+def test_sae_config_takes_vector_variants_only():
+    import monoscope.equivariant.saes  # noqa: F401  (registers the orbit variant)
+    from monoscope.sae.base import SAE_VARIANTS, vector_variants
+
+    assert "orbit" in SAE_VARIANTS and "orbit" not in vector_variants()
+    assert {"l1", "topk"} <= set(vector_variants())
+    with pytest.raises(ValueError, match="variant"):
+        SAEConfig(variant="orbit")

@@ -37,6 +37,7 @@ checkpoint = snakemake.params.checkpoint
 # Stale when the SimCLR model was retrained or the options changed.
 guard_checkpoint(checkpoint, [snakemake.input.model], settings)
 sae, history = train_sae(store, config, device, checkpoint)
-save_sae(sae.cpu(), snakemake.output.model)
-write_json(snakemake.output.history, {"config": settings, "history": history})
+record = {"config": settings, "history": history}
+save_sae(sae.cpu(), snakemake.output.model, record)
+write_json(snakemake.output.history, record)
 release_checkpoint(checkpoint)

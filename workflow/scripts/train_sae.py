@@ -18,6 +18,7 @@ checkpoint = snakemake.params.checkpoint
 # options is stale (this job reruns because they changed) and is discarded.
 guard_checkpoint(checkpoint, list(snakemake.input), dict(snakemake.params.sae))
 sae, history = train_sae(store, config, resolve_device(snakemake.params.device), checkpoint)
-save_sae(sae.cpu(), snakemake.output.model)
-write_json(snakemake.output.history, {"config": dict(snakemake.params.sae), "history": history})
+record = {"config": dict(snakemake.params.sae), "history": history}
+save_sae(sae.cpu(), snakemake.output.model, record)
+write_json(snakemake.output.history, record)
 release_checkpoint(checkpoint)  # the outputs are complete: nothing left to resume

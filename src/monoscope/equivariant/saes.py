@@ -241,6 +241,8 @@ class OrbitSAE(SparseAutoencoder):
     symmetry : buffer M ``[d, d]`` (equivariant only; identity until set).
     """
 
+    inputs = "orbits"
+
     hyperparameters = (
         "num_features",
         "k",

@@ -79,6 +79,9 @@ class SparseAutoencoder(nn.Module):
 
     variant: ClassVar[str] = ""
     hyperparameters: ClassVar[tuple[str, ...]] = ()
+    # What a batch is: ``vectors`` [B, d] (trained by :func:`monoscope.sae.train.train_sae`)
+    # or ``orbits`` [B, n, d] (the orbit SAEs of :mod:`monoscope.equivariant.saes`).
+    inputs: ClassVar[str] = "vectors"
 
     def __init__(
         self,
@@ -278,6 +281,11 @@ def register_sae(name: str) -> Callable[[type[SparseAutoencoder]], type[SparseAu
     return decorate
 
 
+def vector_variants() -> list[str]:
+    """The registered variants that train on ``[B, d]`` vectors (what ``sae.models`` takes)."""
+    return sorted(name for name, cls in SAE_VARIANTS.items() if cls.inputs == "vectors")
+
+
 def sae_class(name: str, module: str | None = None) -> type[SparseAutoencoder]:
     """The class registered as ``name``.
 
@@ -372,9 +380,11 @@ def save_sae(
     """Write ``sae`` to a safetensors file atomically.
 
     The file's metadata holds ``sae`` (:func:`sae_record`) and the entries of
-    ``metadata`` (JSON-serialisable; e.g. the training config and history).
+    ``metadata`` (JSON-serialisable): ``config`` and ``history`` of the training run, as
+    in every model file (:func:`monoscope.checkpoints.save_model_file`; empty when not
+    given), and anything else the caller keeps with the model.
     """
-    extra = dict(metadata or {})
+    extra = {"config": {}, "history": [], **dict(metadata or {})}
     reserved = {"sae", "kind"} & set(extra)
     if reserved:
         raise ValueError(f"metadata keys {sorted(reserved)} are reserved for the SAE file")

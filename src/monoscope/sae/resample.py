@@ -52,7 +52,7 @@ def resample_dead_features(
     indices = torch.nonzero(dead.cpu()).flatten()
     if len(indices) == 0:
         return indices
-    device = sae.decoder.device
+    device = sae.decoder_bias.device
     inputs = inputs.to(device=device, dtype=sae.decoder.dtype)
     x_hat, _ = sae(inputs)
     error = (inputs - x_hat).pow(2).sum(dim=1)

@@ -32,10 +32,10 @@ from monoscope.checkpoints import CheckpointKind, Epoch, train_epochs
 from monoscope.sae.base import (
     DECODER_BIAS_INITS,
     INIT_METHODS,
-    SAE_VARIANTS,
     SparseAutoencoder,
     build_sae,
     sae_to_tensors,
+    vector_variants,
 )
 from monoscope.sae.resample import resample_dead_features
 from monoscope.sae.store import VectorStore, draw_samples
@@ -98,7 +98,7 @@ class SAEConfig:
 
     def __post_init__(self) -> None:
         checks = (
-            ("variant", self.variant in SAE_VARIANTS, f"one of {sorted(SAE_VARIANTS)}"),
+            ("variant", self.variant in vector_variants(), f"one of {vector_variants()}"),
             ("expansion", self.expansion > 0, "positive"),
             ("l1_coefficient", self.l1_coefficient >= 0, ">= 0"),
             ("k", self.k >= 1, "positive"),
@@ -169,7 +169,7 @@ class TrainState:
         if record["sae"] != json.loads(json.dumps(expected)):
             raise ValueError(f"the checkpoint holds a different SAE: {record['sae']}")
         self.generator.set_state(tensors["generator"])
-        self.window_fired = tensors["window_fired"].to(self.sae.decoder.device)
+        self.window_fired = tensors["window_fired"].to(self.sae.decoder_bias.device)
         self.window_samples = int(record["window_samples"])
         self.resampled = list(record["resampled"])
 
@@ -247,7 +247,7 @@ def _train_epoch(
     state: TrainState,
 ) -> dict[str, Any]:
     """One pass over the store; updates ``state`` and returns the epoch's metrics."""
-    device = sae.decoder.device
+    device = sae.decoder_bias.device
     sums: dict[str, float] = defaultdict(float)
     seen = 0
     fired_in_epoch = torch.zeros(sae.num_features, dtype=torch.bool, device=device)
