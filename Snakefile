@@ -22,6 +22,10 @@ scattergather:
 
 
 include: "rules/common.smk"
+include: "rules/helpers/pure.smk"
+include: "rules/helpers/sae.smk"
+include: "rules/helpers/contrastive.smk"
+include: "rules/helpers/equivariant.smk"
 include: "rules/imports.smk"
 include: "rules/data.smk"
 include: "rules/models.smk"

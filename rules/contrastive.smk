@@ -1,5 +1,6 @@
 # Non-negative contrastive learning and its robustness: SimCLR and NCL pretraining, an
 # SAE on frozen SimCLR features, probes in clean and noisy settings, tables and curves.
+# Its helpers (constraints, config checks, input functions): rules/helpers/contrastive.smk.
 
 
 rule pretrain_contrastive:

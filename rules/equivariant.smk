@@ -1,5 +1,6 @@
 # Equivariant SAEs on symmetric data: an image set closed under rotations, base
 # autoencoders, the latent symmetry M, vanilla / equivariant / archetypal SAEs, probes.
+# Its helpers (constraints, config checks, input functions): rules/helpers/equivariant.smk.
 
 
 rule prepare_equivariant_data:

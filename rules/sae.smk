@@ -1,5 +1,6 @@
 # Dictionary learning: pooled activations streamed to disk, SAEs trained on them, and
 # SAE features made units (references, crops, embeddings) for the shared evaluation.
+# Its helpers (constraints, config checks, input functions): rules/helpers/sae.smk.
 
 
 rule collect_activations:

@@ -1,0 +1,81 @@
+# Helpers of rules/contrastive.smk: wildcard constraints, cross-key config checks, input
+# functions and targets.
+
+
+wildcard_constraints:
+    representation="simclr|ncl|sae",
+    probe="linear|selected|finetune",
+    noise="clean|label|gaussian|uniform|fewshot",
+    level=r"[0-9.]+(e-?[0-9]+)?",
+
+
+CONTRASTIVE = config["contrastive"]
+CONTRASTIVE_REPRESENTATIONS = list(CONTRASTIVE["methods"]) + (
+    ["sae"] if CONTRASTIVE["sae"]["enabled"] else []
+)
+
+# Cross-key checks the schema cannot express; they fail before any job starts.
+if CONTRASTIVE["sae"]["enabled"] and "simclr" not in CONTRASTIVE["methods"]:
+    raise ValueError(
+        "contrastive.sae.enabled: the SAE reads the frozen SimCLR model, but "
+        f"contrastive.methods {CONTRASTIVE['methods']} has no simclr"
+    )
+if CONTRASTIVE["sae"]["k"] > CONTRASTIVE["sae"]["num_features"]:
+    raise ValueError(
+        f"contrastive.sae.k ({CONTRASTIVE['sae']['k']}) exceeds contrastive.sae.num_features "
+        f"({CONTRASTIVE['sae']['num_features']})"
+    )
+if CONTRASTIVE["data"]["name"] != "digits" and not CONTRASTIVE["data"]["root"]:
+    raise ValueError(
+        f"contrastive.data.root must name the {CONTRASTIVE['data']['name']} folder"
+    )
+
+
+def contrastive_settings():
+    """(noise, level) pairs of the robustness sweep, clean first; levels as in paths."""
+    settings = [("clean", "0")]
+    for noise in ("label", "gaussian", "uniform", "fewshot"):
+        settings += [
+            (noise, f"{level:g}") for level in CONTRASTIVE["robustness"][noise]
+        ]
+    return settings
+
+
+def contrastive_probe_files():
+    """One result per (representation, probe, setting); finetuning skips the SAE."""
+    return [
+        out(f"contrastive/{representation}/probes/{probe}/{noise}_{level}.json")
+        for representation in CONTRASTIVE_REPRESENTATIONS
+        for probe in CONTRASTIVE["probes"]
+        if probe != "finetune" or representation != "sae"
+        for noise, level in contrastive_settings()
+    ]
+
+
+def contrastive_model_inputs(wildcards):
+    """The pretrained model of a representation, and the SAE for ``sae``."""
+    if wildcards.representation == "sae":
+        return {
+            "model": out("contrastive/pretrain/simclr/model.safetensors"),
+            "sae": out("contrastive/sae/model.safetensors"),
+        }
+    return {
+        "model": out(
+            f"contrastive/pretrain/{wildcards.representation}/model.safetensors"
+        )
+    }
+
+
+def contrastive_targets():
+    targets = expand(
+        out("tables/contrastive_{table}.{ext}"),
+        table=["robustness", "representations"],
+        ext=["csv", "md", "tex"],
+    )
+    noises = sorted({noise for noise, _ in contrastive_settings()} - {"clean"})
+    targets += expand(out("figures/contrastive/accuracy_vs_{noise}.png"), noise=noises)
+    targets += expand(
+        out("contrastive/{representation}/references.png"),
+        representation=CONTRASTIVE_REPRESENTATIONS,
+    )
+    return targets

@@ -1,0 +1,72 @@
+# Helpers of rules/equivariant.smk: wildcard constraints, cross-key config checks, input
+# functions and targets.
+
+
+wildcard_constraints:
+    arch="mlp|cnn|vit",
+    family="base|vanilla|equivariant|archetypal",
+    loss="none|mse|latent_inv|canonical|output_inv",
+
+
+EQUIVARIANT = config["equivariant"]
+
+# Cross-key checks the schema cannot express; they fail before any job starts.
+if EQUIVARIANT["data"]["source"] == "images" and not EQUIVARIANT["data"]["root"]:
+    raise ValueError(
+        "equivariant.data.root must name the image folder (or .npz) when "
+        "equivariant.data.source is 'images'"
+    )
+if "cnn" in EQUIVARIANT["architectures"] and EQUIVARIANT["data"]["image_size"] % 8:
+    raise ValueError(
+        f"equivariant.data.image_size ({EQUIVARIANT['data']['image_size']}) must be a "
+        "multiple of 8 for the cnn autoencoder"
+    )
+
+
+def equivariant_saes():
+    """(family, loss) of every SAE: each loss type of the equivariant family, mse otherwise."""
+    pairs = []
+    for family in EQUIVARIANT["families"]:
+        if family == "equivariant":
+            pairs += [(family, loss) for loss in EQUIVARIANT["loss_types"]]
+        else:
+            pairs.append((family, "mse"))
+    return pairs
+
+
+def equivariant_files(name):
+    """One file per (architecture, SAE), e.g. ``metrics.json``."""
+    return [
+        out(f"equivariant/{arch}/sae/{family}/{loss}/{name}")
+        for arch in EQUIVARIANT["architectures"]
+        for family, loss in equivariant_saes()
+    ]
+
+
+def equivariant_probe_files():
+    """Probe results of the base latents and of every SAE, per architecture."""
+    return [
+        out(f"equivariant/{arch}/probes/{family}/{loss}.csv")
+        for arch in EQUIVARIANT["architectures"]
+        for family, loss in [("base", "none")] + equivariant_saes()
+    ]
+
+
+def equivariant_sae_input(wildcards):
+    """The SAE a probe job reads (none for the base latents)."""
+    if wildcards.family == "base":
+        return []
+    return out(
+        f"equivariant/{wildcards.arch}/sae/{wildcards.family}/{wildcards.loss}/model.safetensors"
+    )
+
+
+EQUIVARIANT_TABLES = ["probes", "probes_invariant", "reconstruction", "symmetry"]
+
+
+def equivariant_targets():
+    return expand(
+        out("tables/equivariant_{table}.{ext}"),
+        table=EQUIVARIANT_TABLES,
+        ext=["csv", "md", "tex"],
+    )
