@@ -7,7 +7,7 @@ rule compute_circuits:
         samples=out("data/samples.csv"),
         model=subject_model_file(),
     output:
-        out("circuits/shards/{scatteritem}.safetensors"),
+        circuits=out("circuits/shards/{scatteritem}.safetensors"),
     log:
         out("logs/compute_circuits/{scatteritem}.log"),
     benchmark:
@@ -32,9 +32,9 @@ rule compute_circuits:
 
 rule merge_circuits:
     input:
-        gather.circuits(out("circuits/shards/{scatteritem}.safetensors")),
+        shards=gather.circuits(out("circuits/shards/{scatteritem}.safetensors")),
     output:
-        out("circuits/circuits.safetensors"),
+        circuits=out("circuits/circuits.safetensors"),
     log:
         out("logs/merge_circuits.log"),
     benchmark:

@@ -4,9 +4,9 @@
 
 rule cluster_units:
     input:
-        cluster_vectors_input,
+        vectors=cluster_vectors_input,
     output:
-        out("clusters/{method}.safetensors"),
+        clusters=out("clusters/{method}.safetensors"),
     log:
         out("logs/cluster_units/{method}.log"),
     benchmark:
@@ -26,7 +26,7 @@ rule plot_virtual_neurons:
         samples=out("data/samples.csv"),
         classes=out("data/classes.json"),
     output:
-        report(
+        figure=report(
             out("figures/{method}/virtual_neurons_k{k}_neuron{neuron}.png"),
             caption="../workflow/report/virtual_neurons.rst",
             category="Virtual neurons",
@@ -52,7 +52,7 @@ rule plot_circuit_umaps:
         circuits=out("circuits/circuits.safetensors"),
         samples=out("data/samples.csv"),
     output:
-        [
+        figures=[
             report(
                 path,
                 caption="../workflow/report/circuit_umap.rst",

@@ -95,7 +95,7 @@ rule contrastive_probe:
         unpack(contrastive_model_inputs),
         features=out("contrastive/{representation}/features.safetensors"),
     output:
-        out("contrastive/{representation}/probes/{probe}/{noise}_{level}.json"),
+        probes=out("contrastive/{representation}/probes/{probe}/{noise}_{level}.json"),
     log:
         out("logs/contrastive_probe/{representation}/{probe}/{noise}_{level}.log"),
     benchmark:
@@ -130,22 +130,18 @@ rule contrastive_tables:
             representation=CONTRASTIVE_REPRESENTATIONS,
         ),
     output:
-        tables=report(
-            expand(
-                out("tables/contrastive_{table}.{ext}"),
-                table=["robustness", "representations"],
-                ext=["csv", "md", "tex"],
-            ),
+        robustness=report(
+            table_files("contrastive_robustness"),
+            caption="../workflow/report/contrastive_tables.rst",
+            category="Tables",
+        ),
+        representations=report(
+            table_files("contrastive_representations"),
             caption="../workflow/report/contrastive_tables.rst",
             category="Tables",
         ),
         figures=report(
-            expand(
-                out("figures/contrastive/accuracy_vs_{noise}.png"),
-                noise=sorted(
-                    {noise for noise, _ in contrastive_settings()} - {"clean"}
-                ),
-            ),
+            contrastive_figures(),
             caption="../workflow/report/contrastive_curves.rst",
             category="Contrastive",
         ),
@@ -157,9 +153,5 @@ rule contrastive_tables:
         ENV
     params:
         settings=[(noise, float(level)) for noise, level in contrastive_settings()],
-        robustness_stem=lambda wildcards, output: os.path.splitext(output.tables[0])[0],
-        representations_stem=lambda wildcards, output: os.path.splitext(
-            output.tables[3]
-        )[0],
     script:
         "../workflow/scripts/contrastive_tables.py"

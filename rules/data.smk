@@ -1,6 +1,6 @@
 rule prepare_data:
     input:
-        data_root_input,
+        root=data_root_input,
     output:
         samples=out("data/samples.csv"),
         classes=out("data/classes.json"),

@@ -103,7 +103,7 @@ rule probe_equivariant:
         latents=out("equivariant/{arch}/latents.safetensors"),
         sae=equivariant_sae_input,
     output:
-        out("equivariant/{arch}/probes/{family}/{loss}.csv"),
+        probes=out("equivariant/{arch}/probes/{family}/{loss}.csv"),
     log:
         out("logs/probe_equivariant/{arch}/{family}/{loss}.log"),
     benchmark:
@@ -126,15 +126,14 @@ rule equivariant_tables:
         ),
         tasks=out("equivariant/data/tasks.json"),
     output:
-        report(
-            expand(
-                out("tables/equivariant_{table}.{ext}"),
-                table=EQUIVARIANT_TABLES,
-                ext=["csv", "md", "tex"],
-            ),
-            caption="../workflow/report/equivariant_tables.rst",
-            category="Tables",
-        ),
+        **{
+            table: report(
+                table_files(f"equivariant_{table}"),
+                caption="../workflow/report/equivariant_tables.rst",
+                category="Tables",
+            )
+            for table in EQUIVARIANT_TABLES
+        },
     log:
         out("logs/equivariant_tables.log"),
     benchmark:
@@ -143,9 +142,5 @@ rule equivariant_tables:
         ENV
     params:
         architectures=EQUIVARIANT["architectures"],
-        stems=lambda wildcards, output: {
-            table: os.path.splitext(output[3 * index])[0]
-            for index, table in enumerate(EQUIVARIANT_TABLES)
-        },
     script:
         "../workflow/scripts/equivariant_tables.py"

@@ -4,7 +4,7 @@
 
 rule import_weights:
     output:
-        "weights/{weights_name}.safetensors",
+        weights="weights/{weights_name}.safetensors",
     log:
         "results/imports/logs/import_weights/{weights_name}.log",
     benchmark:
@@ -26,7 +26,7 @@ rule import_weights:
 
 rule build_photo_folder:
     output:
-        directory(PHOTO_FOLDER),
+        folder=directory(PHOTO_FOLDER),
     log:
         "results/imports/logs/build_photo_folder.log",
     benchmark:

@@ -53,9 +53,9 @@ rule train_judge:
 
 rule check_weights:
     input:
-        weight_file_input,
+        weights=weight_file_input,
     output:
-        out("models/subject_check.json"),
+        check=out("models/subject_check.json"),
     log:
         out("logs/check_weights.log"),
     benchmark:

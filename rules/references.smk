@@ -6,7 +6,7 @@ rule collect_references:
         samples=out("data/samples.csv"),
         model=subject_model_file(),
     output:
-        out("references/shards/{scatteritem}.safetensors"),
+        references=out("references/shards/{scatteritem}.safetensors"),
     log:
         out("logs/collect_references/{scatteritem}.log"),
     benchmark:
@@ -28,9 +28,9 @@ rule collect_references:
 
 rule merge_references:
     input:
-        gather.references(out("references/shards/{scatteritem}.safetensors")),
+        shards=gather.references(out("references/shards/{scatteritem}.safetensors")),
     output:
-        out("references/references.safetensors"),
+        references=out("references/references.safetensors"),
     log:
         out("logs/merge_references.log"),
     benchmark:
@@ -49,7 +49,7 @@ rule plot_references:
         samples=out("data/samples.csv"),
         classes=out("data/classes.json"),
     output:
-        report(
+        grid=report(
             out("references/grid_{mode}_{layer}.png"),
             caption="../workflow/report/references_grid.rst",
             category="References",

@@ -8,7 +8,7 @@ rule collect_activations:
         samples=out("data/samples.csv"),
         model=subject_model_file(),
     output:
-        expand(
+        activations=expand(
             out("activations/{layer}/{{scatteritem}}.safetensors"),
             layer=ACTIVATION_LAYERS,
         ),
@@ -33,7 +33,9 @@ rule collect_activations:
 
 rule train_sae:
     input:
-        gather.activations(out("activations/{{layer}}/{scatteritem}.safetensors")),
+        activations=gather.activations(
+            out("activations/{{layer}}/{scatteritem}.safetensors")
+        ),
     output:
         model=out("sae/{layer}/{sae}/model.safetensors"),
         history=out("sae/{layer}/{sae}/training.json"),
@@ -96,7 +98,7 @@ rule render_sae_crops:
         samples=out("data/samples.csv"),
         model=subject_model_file(),
     output:
-        out("sae/{layer}/{sae}/crops/{scatteritem}.safetensors"),
+        crops=out("sae/{layer}/{sae}/crops/{scatteritem}.safetensors"),
     log:
         out("logs/render_sae_crops/{layer}/{sae}/{scatteritem}.log"),
     benchmark:
@@ -121,7 +123,9 @@ use rule embed_crops as embed_sae_crops with:
         samples=out("data/samples.csv"),
         weights=embedder_weight_input,
     output:
-        out("sae/{layer}/{sae}/embeddings/{embedder}/{scatteritem}.safetensors"),
+        embeddings=out(
+            "sae/{layer}/{sae}/embeddings/{embedder}/{scatteritem}.safetensors"
+        ),
     log:
         out("logs/embed_sae_crops/{layer}/{sae}/{embedder}/{scatteritem}.log"),
     benchmark:
@@ -137,7 +141,7 @@ use rule merge_embeddings as merge_sae_embeddings with:
         ),
         references=out("sae/{layer}/{sae}/references.safetensors"),
     output:
-        out("sae/{layer}/{sae}/embeddings/{embedder}.safetensors"),
+        embeddings=out("sae/{layer}/{sae}/embeddings/{embedder}.safetensors"),
     log:
         out("logs/merge_sae_embeddings/{layer}/{sae}/{embedder}.log"),
     benchmark:
@@ -148,7 +152,7 @@ rule score_hierarchy:
     input:
         unpack(hierarchy_inputs),
     output:
-        out("evaluation/hierarchy.json"),
+        hierarchy=out("evaluation/hierarchy.json"),
     log:
         out("logs/score_hierarchy.log"),
     benchmark:

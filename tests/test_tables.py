@@ -7,7 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from monoscope.tables import escape_latex, format_mean_se, wide_table, write_table
+from monoscope.tables import (
+    escape_latex,
+    format_mean_se,
+    table_files,
+    table_stem,
+    wide_table,
+    write_table,
+)
 
 
 def test_format_mean_se():
@@ -121,3 +128,14 @@ def test_write_table_escapes_pipes_in_markdown(tmp_path):
     _, markdown, _ = write_table(frame, tmp_path / "pipes", "Pipes")
     assert r"| row | a\|b |" in markdown.read_text(encoding="utf-8")
     assert r"| r | x\|y |" in markdown.read_text(encoding="utf-8")
+
+
+def test_table_stem_accepts_exactly_one_tables_files(tmp_path):
+    files = table_files(tmp_path / "k2.5")
+    assert [path.name for path in files] == ["k2.5.csv", "k2.5.md", "k2.5.tex"]
+    assert table_stem(reversed([str(path) for path in files])) == tmp_path / "k2.5"
+    written = write_table(pd.DataFrame({"a": [1]}), table_stem(files), "caption")
+    assert written == files
+    for wrong in (files[:2], [*files[:2], tmp_path / "other.tex"], [*files, tmp_path / "k2.5.txt"]):
+        with pytest.raises(ValueError, match="one table's files"):
+            table_stem(wrong)

@@ -66,14 +66,16 @@ def contrastive_model_inputs(wildcards):
     }
 
 
-def contrastive_targets():
-    targets = expand(
-        out("tables/contrastive_{table}.{ext}"),
-        table=["robustness", "representations"],
-        ext=["csv", "md", "tex"],
-    )
+def contrastive_figures():
+    """One accuracy-vs-noise curve per kind of noise in the sweep."""
     noises = sorted({noise for noise, _ in contrastive_settings()} - {"clean"})
-    targets += expand(out("figures/contrastive/accuracy_vs_{noise}.png"), noise=noises)
+    return expand(out("figures/contrastive/accuracy_vs_{noise}.png"), noise=noises)
+
+
+def contrastive_targets():
+    targets = table_files("contrastive_robustness")
+    targets += table_files("contrastive_representations")
+    targets += contrastive_figures()
     targets += expand(
         out("contrastive/{representation}/references.png"),
         representation=CONTRASTIVE_REPRESENTATIONS,

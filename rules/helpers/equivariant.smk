@@ -65,8 +65,8 @@ EQUIVARIANT_TABLES = ["probes", "probes_invariant", "reconstruction", "symmetry"
 
 
 def equivariant_targets():
-    return expand(
-        out("tables/equivariant_{table}.{ext}"),
-        table=EQUIVARIANT_TABLES,
-        ext=["csv", "md", "tex"],
-    )
+    return [
+        path
+        for table in EQUIVARIANT_TABLES
+        for path in table_files(f"equivariant_{table}")
+    ]

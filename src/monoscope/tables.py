@@ -145,6 +145,33 @@ def to_latex(frame: pd.DataFrame, caption: str, label: str | None = None) -> str
     return "\n".join(lines) + "\n"
 
 
+TABLE_SUFFIXES = (".csv", ".md", ".tex")
+"""The files of one table, in the order :func:`write_table` writes and returns them."""
+
+
+def table_files(stem: str | Path) -> list[Path]:
+    """The CSV, Markdown and LaTeX files :func:`write_table` writes for ``stem``."""
+    stem = Path(stem)
+    return [stem.with_name(f"{stem.name}{suffix}") for suffix in TABLE_SUFFIXES]
+
+
+def table_stem(files: Iterable[str | Path]) -> Path:
+    """The stem whose :func:`table_files` are exactly ``files`` (in any order).
+
+    A workflow rule declares each table as one named output of three files; its script
+    writes the table to ``table_stem(snakemake.output.<name>)``, so it writes only the
+    declared files. A ``ValueError`` names the files when they are not one table's.
+    """
+    paths = [Path(path) for path in files]
+    stems = {path.with_name(path.name.removesuffix(path.suffix)) for path in paths}
+    if len(stems) != 1 or sorted(map(str, paths)) != sorted(map(str, table_files(*stems))):
+        raise ValueError(
+            f"expected one table's files <stem>{', <stem>'.join(TABLE_SUFFIXES)}, "
+            f"got {[str(path) for path in paths]}"
+        )
+    return stems.pop()
+
+
 def write_table(
     frame: pd.DataFrame, stem: str | Path, caption: str, label: str | None = None
 ) -> list[Path]:
@@ -162,8 +189,7 @@ def write_table(
     The three paths, CSV, Markdown, LaTeX. The CSV holds the frame as is, index included
     (read it back with ``pd.read_csv(path, index_col=0)``); each file is written atomically.
     """
-    stem = Path(stem)
-    paths = [stem.with_name(f"{stem.name}{suffix}") for suffix in (".csv", ".md", ".tex")]
+    paths = table_files(stem)
     with atomic_path(paths[0]) as temporary:
         frame.to_csv(temporary)
     with atomic_path(paths[1]) as temporary:

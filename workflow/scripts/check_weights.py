@@ -13,7 +13,7 @@ model = load_model(config)
 channels = layer_channels(model, snakemake.params.layers, snakemake.params.image_size)
 weights = Path(config.weights)
 write_json(
-    snakemake.output[0],
+    snakemake.output.check,
     {
         "name": config.name,
         "weights": config.weights,

@@ -7,7 +7,7 @@ from monoscope.pure.clustering import ClusterConfig, cluster_units
 
 setup_logging(snakemake.log[0])
 method = snakemake.wildcards.method
-tensors, metadata = load_tensors(snakemake.input[0])
+tensors, metadata = load_tensors(snakemake.input.vectors)
 key = {"pure": "circuits", "activation": "activations"}.get(method, "embeddings")
 options = dict(snakemake.params.clustering)
 config = ClusterConfig(
@@ -17,7 +17,7 @@ clusters = cluster_units(tensors[key], config)
 clusters["sample_ids"] = tensors["sample_ids"]
 clusters["channels"] = tensors["channels"]  # the upper channel of each row (neurons selection)
 save_tensors(
-    snakemake.output[0],
+    snakemake.output.clusters,
     clusters,
     metadata | {"cluster_method": method, "vectors": key, "ks": list(config.ks)},
 )

@@ -25,6 +25,6 @@ collected = collect_activations(
     positions=shard_positions(len(dataset), shard, shards),
     desc=f"activations {shard}/{shards}",
 )
-for layer, path in zip(params.layers, snakemake.output, strict=True):
+for layer, path in zip(params.layers, snakemake.output.activations, strict=True):
     metadata = {"layer": layer, "shard": shard, "shards": shards, "model": model.name}
     save_activation_shard(path, collected[layer], metadata | dict(params.activations))

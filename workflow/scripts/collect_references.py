@@ -27,7 +27,7 @@ references = collect_references(
     desc=f"shard {shard}/{shards}",
 )
 save_references(
-    snakemake.output[0],
+    snakemake.output.references,
     references,
     metadata={"n_samples": len(positions), "shard": shard, "shards": shards, "model": model.name},
 )

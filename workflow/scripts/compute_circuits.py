@@ -35,7 +35,7 @@ circuits = compute_circuits(
     device,
 )
 save_circuits(
-    snakemake.output[0],
+    snakemake.output.circuits,
     circuits,
     {"lower": params.lower, "upper": params.upper, "reference_mode": params.reference_mode}
     | {"method": params.circuits["method"], "shard": shard, "shards": shards}

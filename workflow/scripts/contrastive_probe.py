@@ -40,4 +40,4 @@ record = probe_under_noise(
     seed=snakemake.params.seed,
     device=device,
 )
-write_json(snakemake.output[0], {"representation": wildcards.representation, **record})
+write_json(snakemake.output.probes, {"representation": wildcards.representation, **record})

@@ -8,14 +8,14 @@ from monoscope.contrastive.evaluate import (
 )
 from monoscope.io import read_json
 from monoscope.logs import setup_logging
-from monoscope.tables import write_table
+from monoscope.tables import table_stem, write_table
 
 setup_logging(snakemake.log[0])
 records = [read_json(path) for path in snakemake.input.probes]
 settings = [setting_name(noise, level) for noise, level in snakemake.params.settings]
 write_table(
     robustness_frame(records, settings),
-    snakemake.params.robustness_stem,
+    table_stem(snakemake.output.robustness),
     "Test accuracy (%) of each probe on each representation, clean and under noise.",
     label="tab:contrastive-robustness",
 )
@@ -23,7 +23,7 @@ write_table(
 units = [read_json(path) for path in snakemake.input.units]
 write_table(
     representations_frame(units, records),
-    snakemake.params.representations_stem,
+    table_stem(snakemake.output.representations),
     "Monosemanticity of each representation's dimensions on the test split (class "
     "consistency: share of the top class among samples activating a dimension; hierarchy "
     "score: lower is more monosemantic) and its clean accuracies (%).",

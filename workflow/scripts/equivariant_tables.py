@@ -5,26 +5,26 @@ import pandas as pd
 from monoscope.equivariant.tables import probe_table, reconstruction_table, symmetry_table
 from monoscope.io import read_json
 from monoscope.logs import setup_logging
-from monoscope.tables import write_table
+from monoscope.tables import table_stem, write_table
 
 setup_logging(snakemake.log[0])
-stems = snakemake.params.stems
+output = snakemake.output
 probes = pd.concat([pd.read_csv(path) for path in snakemake.input.probes], ignore_index=True)
 write_table(
     probe_table(probes),
-    stems["probes"],
+    table_stem(output.probes),
     "Mean F1 over all tasks of probes on the top-t latents (t in columns).",
     label="tab:equivariant-probes",
 )
 write_table(
     probe_table(probes[probes["invariant"]]),
-    stems["probes_invariant"],
+    table_stem(output.probes_invariant),
     "Mean F1 over the rotation-invariant tasks of probes on the top-t latents.",
     label="tab:equivariant-probes-invariant",
 )
 write_table(
     reconstruction_table([read_json(path) for path in snakemake.input.metrics]),
-    stems["reconstruction"],
+    table_stem(output.reconstruction),
     "Reconstruction against sparsity on the test orbits (FVU: fraction of variance "
     "unexplained; orbit variance: share of the codes' variance within orbits).",
     label="tab:equivariant-reconstruction",
@@ -38,7 +38,7 @@ write_table(
             )
         }
     ),
-    stems["symmetry"],
+    table_stem(output.symmetry),
     "Fit of one matrix M with h(gx) = M h(x): relative error of each power of M on the "
     "training and test orbits, against the error of M = I.",
     label="tab:equivariant-symmetry",

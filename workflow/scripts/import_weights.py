@@ -5,4 +5,4 @@ import contextlib
 from monoscope.weights import import_weights
 
 with open(snakemake.log[0], "w") as log, contextlib.redirect_stdout(log):
-    import_weights(snakemake.params.source, snakemake.output[0])
+    import_weights(snakemake.params.source, snakemake.output.weights)

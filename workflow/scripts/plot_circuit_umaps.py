@@ -14,7 +14,7 @@ circuits, _ = load_circuits(snakemake.input.circuits)
 clusters, _ = load_tensors(snakemake.input.clusters)
 labels = clusters[f"k{params.k}/labels"]
 dataset = open_dataset(from_mapping(DataConfig, params.data), snakemake.input.samples)
-for neuron, path in zip(params.neurons, snakemake.output, strict=True):
+for neuron, path in zip(params.neurons, snakemake.output.figures, strict=True):
     row = row_of_channel(circuits.channels, neuron)
     plot_circuit_umap(
         circuits.circuits[row],

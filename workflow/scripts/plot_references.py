@@ -22,7 +22,7 @@ dataset = open_dataset(from_mapping(DataConfig, snakemake.params.data), snakemak
 plot_reference_grid(
     top,
     dataset,
-    snakemake.output[0],
+    snakemake.output.grid,
     class_names=read_json(snakemake.input.classes),
     channels=snakemake.params.grid["channels"],
     columns=snakemake.params.grid["columns"],

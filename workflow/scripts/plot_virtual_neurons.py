@@ -20,7 +20,7 @@ plot_virtual_neurons(
     clusters["sample_ids"][row],
     labels[row],
     open_dataset(from_mapping(DataConfig, snakemake.params.data), snakemake.input.samples),
-    snakemake.output[0],
+    snakemake.output.figure,
     class_names=read_json(snakemake.input.classes),
     columns=snakemake.params.columns,
     title=f"neuron {neuron}: {k} virtual neurons ({method})",

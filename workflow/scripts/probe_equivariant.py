@@ -33,5 +33,5 @@ invariant = dict(zip(data.task_names, data.invariant, strict=True))
 results.insert(0, "architecture", wildcards.arch)
 results.insert(2, "loss", wildcards.loss)
 results["invariant"] = results["task"].map(invariant)
-with atomic_path(snakemake.output[0]) as temporary:
+with atomic_path(snakemake.output.probes) as temporary:
     results.to_csv(temporary, index=False)

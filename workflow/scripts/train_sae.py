@@ -11,12 +11,12 @@ from monoscope.sae import SAEConfig, save_sae, train_sae
 
 setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
-store = ActivationStore(snakemake.input, split="train")
+store = ActivationStore(snakemake.input.activations, split="train")
 config = from_mapping(SAEConfig, snakemake.params.sae)
 checkpoint = snakemake.params.checkpoint
 # A checkpoint of an interrupted run resumes; one written for other activations or
 # options is stale (this job reruns because they changed) and is discarded.
-guard_checkpoint(checkpoint, list(snakemake.input), dict(snakemake.params.sae))
+guard_checkpoint(checkpoint, list(snakemake.input.activations), dict(snakemake.params.sae))
 sae, history = train_sae(store, config, resolve_device(snakemake.params.device), checkpoint)
 record = {"config": dict(snakemake.params.sae), "history": history}
 save_sae(sae.cpu(), snakemake.output.model, record)
