@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from monoscope.registry import Registry
+
 SPLITS = ("all", "train", "test")
 
 
@@ -141,10 +143,9 @@ class ImageFolderSource:
             return self.transform(image.convert("RGB"))
 
 
-DATA_SOURCES: dict[str, Callable[[DataConfig], object]] = {
-    "digits": DigitsSource,
-    "imagefolder": ImageFolderSource,
-}
+DATA_SOURCES: Registry[Callable[[DataConfig], object]] = Registry("data set")
+DATA_SOURCES.add("digits", DigitsSource)
+DATA_SOURCES.add("imagefolder", ImageFolderSource)
 
 
 def build_source(config: DataConfig):

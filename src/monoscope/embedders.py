@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from monoscope.logs import progress_kwargs
 from monoscope.models.registry import MissingWeightsError, read_state_dict
+from monoscope.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -268,12 +269,11 @@ def _existing_file(path: str, name: str) -> str:
     return str(Path(path).expanduser())
 
 
-EMBEDDERS: dict[str, Callable[[str, EmbedderConfig], Embedder]] = {
-    "open_clip": _open_clip,
-    "dinov2": _dinov2,
-    "judge": _judge,
-    "model_layer": _model_layer,
-}
+EMBEDDERS: Registry[Callable[[str, EmbedderConfig], Embedder]] = Registry("embedder kind")
+EMBEDDERS.add("open_clip", _open_clip)
+EMBEDDERS.add("dinov2", _dinov2)
+EMBEDDERS.add("judge", _judge)
+EMBEDDERS.add("model_layer", _model_layer)
 
 
 def build_embedder(

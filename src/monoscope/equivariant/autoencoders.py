@@ -8,9 +8,9 @@ rotations to be related, and :mod:`monoscope.equivariant.symmetry` measures how 
 single linear map relates them.
 
 Every model has ``encode(x) -> [B, latent_dim]`` and ``decode(h) -> [B, 3, S, S]`` in
-``[0, 1]`` (sigmoid output). Architectures register by name (:data:`ARCHITECTURES`,
-:func:`register_autoencoder`); :func:`build_autoencoder` makes one from an
-:class:`AutoencoderConfig`. Training (:func:`train_autoencoder`) minimises the pixel MSE
+``[0, 1]`` (sigmoid output). Architectures register by name in :data:`ARCHITECTURES`, a
+:class:`~monoscope.registry.Registry` of builders ``(config, image_size) -> model``;
+:func:`build_autoencoder` makes one from an :class:`AutoencoderConfig`. Training (:func:`train_autoencoder`) minimises the pixel MSE
 with Adam, is seeded and resumable (:mod:`monoscope.checkpoints`). A trained
 model file (:func:`save_autoencoder`) is a safetensors state dict whose metadata holds
 the config and the image size, so :func:`load_autoencoder` rebuilds it without
@@ -38,10 +38,13 @@ from monoscope.checkpoints import (
 )
 from monoscope.config import RecordConfig
 from monoscope.equivariant.orbits import QUARTER_TURNS, check_orbit_size, rotate_images
+from monoscope.registry import Registry
 
 log = logging.getLogger(__name__)
 
-ARCHITECTURES: dict[str, Callable[[AutoencoderConfig, int], ImageAutoencoder]] = {}
+ARCHITECTURES: Registry[Callable[[AutoencoderConfig, int], ImageAutoencoder]] = Registry(
+    "autoencoder architecture"
+)
 CHECKPOINTS = CheckpointKind("equivariant_autoencoder_checkpoint")
 MODEL_KIND = "equivariant_autoencoder"
 CHANNELS = 3
@@ -63,20 +66,6 @@ class ImageAutoencoder(nn.Module):
         """``(reconstruction, latent)``."""
         h = self.encode(x)
         return self.decode(h), h
-
-
-def register_autoencoder(
-    name: str,
-) -> Callable[[Callable[[AutoencoderConfig, int], ImageAutoencoder]], Any]:
-    """Decorator: make a builder ``(config, image_size) -> model`` available as ``name``."""
-
-    def decorate(builder: Callable[[AutoencoderConfig, int], ImageAutoencoder]) -> Any:
-        if name in ARCHITECTURES:
-            raise ValueError(f"autoencoder architecture '{name}' is already registered")
-        ARCHITECTURES[name] = builder
-        return builder
-
-    return decorate
 
 
 @dataclass(frozen=True)
@@ -263,17 +252,17 @@ class ViTAutoencoder(ImageAutoencoder):
         return patches.reshape(b, CHANNELS, g * p, g * p)
 
 
-@register_autoencoder("mlp")
+@ARCHITECTURES.register("mlp")
 def _build_mlp(config: AutoencoderConfig, image_size: int) -> ImageAutoencoder:
     return MLPAutoencoder(image_size, config.latent_dim, config.hidden_dim)
 
 
-@register_autoencoder("cnn")
+@ARCHITECTURES.register("cnn")
 def _build_cnn(config: AutoencoderConfig, image_size: int) -> ImageAutoencoder:
     return CNNAutoencoder(image_size, config.latent_dim, config.width)
 
 
-@register_autoencoder("vit")
+@ARCHITECTURES.register("vit")
 def _build_vit(config: AutoencoderConfig, image_size: int) -> ImageAutoencoder:
     return ViTAutoencoder(
         image_size,

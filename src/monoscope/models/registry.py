@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from monoscope.io import load_tensors
+from monoscope.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +89,12 @@ class InputNormalization:
         }
 
 
-NORMALIZATIONS: dict[str, InputNormalization] = {
-    "imagenet": InputNormalization(IMAGENET_MEAN, IMAGENET_STD),
-    "none": InputNormalization((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
-    "caffe_bgr": InputNormalization(CAFFE_BGR_MEAN, (1.0, 1.0, 1.0), scale=255.0, bgr=True),
-}
+NORMALIZATIONS: Registry[InputNormalization] = Registry("input normalisation")
+NORMALIZATIONS.add("imagenet", InputNormalization(IMAGENET_MEAN, IMAGENET_STD))
+NORMALIZATIONS.add("none", InputNormalization((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)))
+NORMALIZATIONS.add(
+    "caffe_bgr", InputNormalization(CAFFE_BGR_MEAN, (1.0, 1.0, 1.0), scale=255.0, bgr=True)
+)
 
 
 def parse_normalization(
@@ -401,11 +403,10 @@ def _classifier_outputs(state: dict[str, torch.Tensor]) -> int | None:
     return None
 
 
-MODEL_FAMILIES: dict[str, Callable[[str, ModelConfig], SubjectModel]] = {
-    "demo_cnn": _demo_cnn,
-    "torchvision": _torchvision,
-    "timm": _timm,
-}
+MODEL_FAMILIES: Registry[Callable[[str, ModelConfig], SubjectModel]] = Registry("model family")
+MODEL_FAMILIES.add("demo_cnn", _demo_cnn)
+MODEL_FAMILIES.add("torchvision", _torchvision)
+MODEL_FAMILIES.add("timm", _timm)
 
 
 def load_model(config: ModelConfig, device: torch.device | str = "cpu") -> SubjectModel:
