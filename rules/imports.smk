@@ -9,7 +9,7 @@ rule import_weights:
         "results/imports/logs/import_weights/{weights_name}.log",
     benchmark:
         "results/imports/benchmarks/import_weights/{weights_name}.tsv"
-    wildcard_constraints:
+    wildcard_constraints:  # WEIGHT_SOURCES' files (tests/test_allowed_values.py)
         weights_name="|".join(
             os.path.basename(path).removesuffix(".safetensors")
             for path in IMPORTED_WEIGHTS

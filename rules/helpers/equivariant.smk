@@ -2,6 +2,8 @@
 # functions and targets.
 
 
+# Constraints that list names repeat the library's; tests/test_allowed_values.py
+# compares them.
 wildcard_constraints:
     arch="mlp|cnn|vit",
     family="base|vanilla|equivariant|archetypal",

@@ -3,6 +3,8 @@
 # functions and targets. The SAE units it evaluates alongside: rules/helpers/sae.smk.
 
 
+# Constraints that list names repeat the library's; tests/test_allowed_values.py
+# compares them.
 wildcard_constraints:
     mode="actmax|relmax",
     method=r"[A-Za-z0-9_]+",
