@@ -20,8 +20,8 @@ rule compute_circuits:
     params:
         data=section("data"),
         model=model_params(),
-        lower=config["model"]["lower_layer"],
-        upper=config["model"]["upper_layer"],
+        lower_layer=config["model"]["lower_layer"],
+        upper_layer=config["model"]["upper_layer"],
         reference_mode=config["circuits"]["references"],
         neurons=config["neurons"],
         circuits=section("circuits", exclude=("shards", "references")),

@@ -59,7 +59,7 @@ rule plot_circuit_umaps:
                 category="Virtual neurons",
                 subcategory="UMAP of circuits",
             )
-            for path in umap_paths()
+            for path in umap_files()
         ],
     log:
         out("logs/plot_circuit_umaps.log"),

@@ -65,7 +65,7 @@ rule plot_references:
     params:
         data=section("data"),
         grid=_sorted(config["references"]["grid"]),
-        upper=config["model"]["upper_layer"],
+        upper_layer=config["model"]["upper_layer"],
         neurons=config["neurons"],
         reference_mode=config["circuits"]["references"],
     script:

@@ -135,7 +135,7 @@ def reference_grids():
     )
 
 
-def figure_paths():
+def figure_files():
     figures = config["figures"]
     grids = expand(
         out("figures/{method}/virtual_neurons_k{k}_neuron{neuron}.png"),
@@ -143,11 +143,11 @@ def figure_paths():
         k=figures["k"],
         neuron=figures["neurons"],
     )
-    umaps = umap_paths() if "pure" in config["clustering"]["methods"] else []
+    umaps = umap_files() if "pure" in config["clustering"]["methods"] else []
     return grids + umaps
 
 
-def umap_paths():
+def umap_files():
     return expand(
         out("figures/pure/umap_k{k}_neuron{neuron}.png"),
         k=config["figures"]["k"],
@@ -161,7 +161,7 @@ def pure_targets():
     targets += expand(
         out("clusters/{method}.safetensors"), method=config["clustering"]["methods"]
     )
-    targets += figure_paths()
+    targets += figure_files()
     targets += expand(out("embeddings/{embedder}.safetensors"), embedder=EMBEDDERS)
     targets += expand(
         out("figures/crops/neuron{neuron}.png"), neuron=config["figures"]["neurons"]

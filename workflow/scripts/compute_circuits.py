@@ -17,7 +17,7 @@ device = resolve_device(params.device)
 top, channels = channel_shard(
     snakemake.input.references,
     params.reference_mode,
-    params.upper,
+    params.upper_layer,
     snakemake.wildcards.scatteritem,
     params.neurons,
 )
@@ -29,15 +29,19 @@ circuits = compute_circuits(
     dataset,
     top.sample_ids[channels],
     channels,
-    params.lower,
-    params.upper,
+    params.lower_layer,
+    params.upper_layer,
     from_mapping(CircuitConfig, params.circuits),
     device,
 )
 save_circuits(
     snakemake.output.circuits,
     circuits,
-    {"lower": params.lower, "upper": params.upper, "reference_mode": params.reference_mode}
+    {
+        "lower": params.lower_layer,
+        "upper": params.upper_layer,
+        "reference_mode": params.reference_mode,
+    }
     | {"method": params.circuits["method"], "shard": shard, "shards": shards}
     | {"selected": select_channels(top, params.neurons).tolist()},
 )

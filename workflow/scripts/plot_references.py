@@ -15,7 +15,7 @@ top = references[(mode, layer)]
 # The selection is made on the circuits' references (circuits.references), in every mode.
 shown = (
     select_channels(references[(snakemake.params.reference_mode, layer)], snakemake.params.neurons)
-    if layer == snakemake.params.upper
+    if layer == snakemake.params.upper_layer
     else None
 )
 dataset = open_dataset(from_mapping(DataConfig, snakemake.params.data), snakemake.input.samples)
