@@ -64,7 +64,8 @@ def library_values() -> dict[str, set]:
         "equivariant.sae.encoder_type": set(saes.ENCODER_TYPES),
         "equivariant.probes.probes.[]": set(equivariant_probes.PROBES),
         "equivariant.probes.selection": set(equivariant_probes.SELECTIONS),
-        "#sae_model.variant": set(sae_base.SAE_VARIANTS),
+        # sae.models trains on activation vectors; the orbit SAEs are the equivariant branch's.
+        "#sae_model.variant": set(sae_base.vector_variants()),
         "#sae_model.init": set(sae_base.INIT_METHODS),
         "#sae_model.decoder_bias_init": set(sae_base.DECODER_BIAS_INITS),
     }
