@@ -2,6 +2,20 @@
 # ground-truth purity; the paper's tables and figures.
 
 
+def evaluation_tables():
+    """The evaluation's tables (common.smk's table_paths) by name: each a list of its
+    CSV (in the report), Markdown and LaTeX files."""
+    tables = {}
+    for path in table_paths():
+        name = os.path.splitext(os.path.basename(path))[0]
+        if path.endswith(".csv"):  # a line may not start with `report` outside a rule
+            path = report(
+                path, caption="../workflow/report/tables.rst", category="Tables"
+            )
+        tables.setdefault(name, []).append(path)
+    return tables
+
+
 rule evaluate:
     input:
         clusters=expand(
@@ -17,17 +31,8 @@ rule evaluate:
             f"embeddings/{config['evaluation']['reference']}.safetensors"
         ),
     output:
+        **evaluation_tables(),
         results=out("evaluation/results.json"),
-        tables=[
-            (
-                report(
-                    path, caption="../workflow/report/tables.rst", category="Tables"
-                )
-                if path.endswith(".csv")
-                else path
-            )
-            for path in table_paths()
-        ],
     log:
         out("logs/evaluate.log"),
     benchmark:
@@ -49,7 +54,7 @@ rule evaluate:
 
 rule plot_evaluation:
     input:
-        out("evaluation/results.json"),
+        results=out("evaluation/results.json"),
     output:
         distances=report(
             out("figures/semantic_distances.png"),
