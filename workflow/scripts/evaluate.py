@@ -24,7 +24,7 @@ reference = params.evaluation["reference"]
 
 def stem(name):
     """The common stem of table ``name``'s declared ``.csv``, ``.md`` and ``.tex`` files."""
-    paths = [Path(path) for path in output[name]]
+    paths = [Path(path) for path in getattr(output, name)]
     stems = {path.with_suffix("") for path in paths}
     if len(stems) != 1 or sorted(path.suffix for path in paths) != [".csv", ".md", ".tex"]:
         raise ValueError(f"output {name}: expected <stem>.csv, .md and .tex, got {paths}")
@@ -61,7 +61,7 @@ tables = [name for name in PURE_TABLES + UNIT_TABLES if name in output.keys()]
 stems = {name: stem(name) for name in tables}
 written = write_pure_tables(results, stems, params.experiment)
 written += write_unit_tables(results["units"], results["sae"], stems, params.experiment, reference)
-declared = {Path(path) for name in tables for path in output[name]}
+declared = {Path(path) for name in tables for path in getattr(output, name)}
 if set(written) != declared:
     raise ValueError(f"tables written {sorted(map(str, written))} are not the declared outputs")
 write_json(output.results, results)
