@@ -2,18 +2,16 @@
 # ground-truth purity; the paper's tables and figures.
 
 
-def evaluation_tables():
-    """The evaluation's tables (common.smk's table_paths) by name: each a list of its
-    CSV (in the report), Markdown and LaTeX files."""
-    tables = {}
-    for path in table_paths():
-        name = os.path.splitext(os.path.basename(path))[0]
-        if path.endswith(".csv"):  # a line may not start with `report` outside a rule
-            path = report(
-                path, caption="../workflow/report/tables.rst", category="Tables"
-            )
-        tables.setdefault(name, []).append(path)
-    return tables
+# The evaluation's tables (common.smk's table_paths) by name, each its CSV (in the
+# report), Markdown and LaTeX files: the outputs evaluate.py writes them to. (`report`
+# may not start a line outside a rule: Snakemake would read it as its keyword.)
+TABLES_RST = "../workflow/report/tables.rst"
+EVALUATION_TABLES = {
+    os.path.basename(csv)[:-4]: [report(csv, caption=TABLES_RST, category="Tables")]
+    + [csv[:-4] + ".md", csv[:-4] + ".tex"]
+    for csv in table_paths()
+    if csv.endswith(".csv")
+}
 
 
 rule evaluate:
@@ -31,7 +29,7 @@ rule evaluate:
             f"embeddings/{config['evaluation']['reference']}.safetensors"
         ),
     output:
-        **evaluation_tables(),
+        **EVALUATION_TABLES,
         results=out("evaluation/results.json"),
     log:
         out("logs/evaluate.log"),
