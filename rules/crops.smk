@@ -10,7 +10,7 @@ rule render_crops:
         samples=out("data/samples.csv"),
         model=subject_model_file(),
     output:
-        out("crops/shards/{scatteritem}.safetensors"),
+        crops=out("crops/shards/{scatteritem}.safetensors"),
     log:
         out("logs/render_crops/{scatteritem}.log"),
     benchmark:
@@ -23,7 +23,7 @@ rule render_crops:
     params:
         data=section("data"),
         model=model_params(),
-        upper=config["model"]["upper_layer"],
+        upper_layer=config["model"]["upper_layer"],
         reference_mode=config["circuits"]["references"],
         neurons=config["neurons"],
         crops=section("crops", exclude=("shards", "size")),
@@ -37,7 +37,7 @@ rule plot_crops:
         crops=gather.crops(out("crops/shards/{scatteritem}.safetensors")),
         samples=out("data/samples.csv"),
     output:
-        report(
+        figure=report(
             out("figures/crops/neuron{neuron}.png"),
             caption="../workflow/report/crops.rst",
             category="Crops",
@@ -63,7 +63,7 @@ rule embed_crops:
         samples=out("data/samples.csv"),
         weights=embedder_weight_input,
     output:
-        out("embeddings/{embedder}/{scatteritem}.safetensors"),
+        embeddings=out("embeddings/{embedder}/{scatteritem}.safetensors"),
     log:
         out("logs/embed_crops/{embedder}/{scatteritem}.log"),
     benchmark:
@@ -86,7 +86,7 @@ rule merge_embeddings:
     input:
         shards=gather.crops(out("embeddings/{{embedder}}/{scatteritem}.safetensors")),
     output:
-        out("embeddings/{embedder}.safetensors"),
+        embeddings=out("embeddings/{embedder}.safetensors"),
     log:
         out("logs/merge_embeddings/{embedder}.log"),
     benchmark:

@@ -2,6 +2,18 @@
 # ground-truth purity; the paper's tables and figures.
 
 
+# The evaluation's tables (common.smk's table_paths) by name, each its CSV (in the
+# report), Markdown and LaTeX files: the outputs evaluate.py writes them to. (`report`
+# may not start a line outside a rule: Snakemake would read it as its keyword.)
+TABLES_RST = "../workflow/report/tables.rst"
+EVALUATION_TABLES = {
+    os.path.basename(csv)[:-4]: [report(csv, caption=TABLES_RST, category="Tables")]
+    + [csv[:-4] + ".md", csv[:-4] + ".tex"]
+    for csv in table_paths()
+    if csv.endswith(".csv")
+}
+
+
 rule evaluate:
     input:
         clusters=expand(
@@ -17,17 +29,8 @@ rule evaluate:
             f"embeddings/{config['evaluation']['reference']}.safetensors"
         ),
     output:
+        **EVALUATION_TABLES,
         results=out("evaluation/results.json"),
-        tables=[
-            (
-                report(
-                    path, caption="../workflow/report/tables.rst", category="Tables"
-                )
-                if path.endswith(".csv")
-                else path
-            )
-            for path in table_paths()
-        ],
     log:
         out("logs/evaluate.log"),
     benchmark:
@@ -49,7 +52,7 @@ rule evaluate:
 
 rule plot_evaluation:
     input:
-        out("evaluation/results.json"),
+        results=out("evaluation/results.json"),
     output:
         distances=report(
             out("figures/semantic_distances.png"),

@@ -15,7 +15,6 @@ from monoscope.crops import (
     load_crops,
     position_heatmaps,
     render_crops,
-    render_direction_crops,
     save_crops,
     square_boxes,
 )
@@ -27,6 +26,7 @@ from monoscope.references import (
     canonizers_for,
     collect_references,
 )
+from monoscope.units import Neurons, SAEFeatures
 
 # --------------------------------------------------------------------------- boxes
 
@@ -275,7 +275,7 @@ def test_render_crops_shapes_and_agreement_with_the_parts(random_demo, toy_refer
     dataset, references = toy_references
     config = CropConfig(size=16, batch_size=7)
     channels = [6, 1, 3]
-    result = render_crops(random_demo, dataset, references, "layer4", channels, config)
+    result = render_crops(Neurons(random_demo, "layer4"), dataset, references, channels, config)
     assert set(result) == set(CROP_KEYS) and "crops" not in result  # boxes, not pixels
     crops = cut_crops(dataset, result["sample_ids"], result["boxes"], 16)
     assert crops.shape == (3, 5, 3, 16, 16) and crops.dtype == torch.uint8
@@ -299,10 +299,18 @@ def test_render_crops_do_not_depend_on_the_batch_size(random_demo, toy_reference
     dataset, references = toy_references
     channels = list(range(references.n_channels))
     one = render_crops(
-        random_demo, dataset, references, "layer4", channels, CropConfig(size=12, batch_size=1)
+        Neurons(random_demo, "layer4"),
+        dataset,
+        references,
+        channels,
+        CropConfig(size=12, batch_size=1),
     )
     seven = render_crops(
-        random_demo, dataset, references, "layer4", channels, CropConfig(size=12, batch_size=7)
+        Neurons(random_demo, "layer4"),
+        dataset,
+        references,
+        channels,
+        CropConfig(size=12, batch_size=7),
     )
     assert torch.equal(one["boxes"], seven["boxes"])
     assert torch.equal(one["sample_ids"], seven["sample_ids"])
@@ -331,7 +339,9 @@ def test_render_crops_load_one_batch_of_images_at_a_time(random_demo, toy_refere
         return real(*args, **kwargs)
 
     monkeypatch.setattr(crops_module, "_position_heatmaps", spy)
-    render_crops(random_demo, counting, references, "layer4", [0, 2], CropConfig(batch_size=3))
+    render_crops(
+        Neurons(random_demo, "layer4"), counting, references, [0, 2], CropConfig(batch_size=3)
+    )
     # 2 channels x 5 references = 10 rows in batches of 3: 3, 6, 9, 10 images loaded.
     assert at_call == [3, 6, 9, 10]
 
@@ -343,14 +353,14 @@ def test_render_crops_reject_mismatched_or_unfilled_references(random_demo, toy_
         references.sample_ids, references.scores, references.positions % 16, (4, 4)
     )
     with pytest.raises(ValueError, match="spatial shape"):
-        render_crops(random_demo, dataset, other_map, "layer4", [0], config)
+        render_crops(Neurons(random_demo, "layer4"), dataset, other_map, [0], config)
     ids = references.sample_ids.clone()
     ids[2, -1] = EMPTY_ID
     unfilled = TopReferences(ids, references.scores, references.positions, (8, 8))
     with pytest.raises(ValueError, match="empty slots"):
-        render_crops(random_demo, dataset, unfilled, "layer4", [2], config)
+        render_crops(Neurons(random_demo, "layer4"), dataset, unfilled, [2], config)
     with pytest.raises(ValueError, match="rows of the references"):
-        render_crops(random_demo, dataset, references, "layer4", [8], config)
+        render_crops(Neurons(random_demo, "layer4"), dataset, references, [8], config)
 
 
 @pytest.mark.parametrize(
@@ -415,7 +425,7 @@ def test_cut_crops_equal_the_crops_stored_before(random_demo, toy_references):
     channels = [5, 0, 7, 2]
     for size, batch_size in [(16, 7), (9, 32), (40, 3)]:  # 40: upsampled
         config = CropConfig(size=size, batch_size=batch_size)
-        result = render_crops(random_demo, dataset, references, "layer4", channels, config)
+        result = render_crops(Neurons(random_demo, "layer4"), dataset, references, channels, config)
         want = stored_crops(random_demo, dataset, references, "layer4", channels, config)
         assert torch.equal(cut_crops(dataset, result["sample_ids"], result["boxes"], size), want)
         # Streamed in any batch size, row by row channel-major, the bytes are the same.
@@ -425,15 +435,27 @@ def test_cut_crops_equal_the_crops_stored_before(random_demo, toy_references):
             assert torch.equal(torch.cat(streamed), want.reshape(-1, 3, size, size))
 
 
+class DirectionSAE(torch.nn.Module):
+    """A stand-in SAE: only its encoder rows (the directions its features read) matter."""
+
+    def __init__(self, directions):
+        super().__init__()
+        self.encoder = torch.nn.Parameter(directions, requires_grad=False)
+
+
 def test_cut_direction_crops_equal_the_crops_stored_before(random_demo, toy_references):
     dataset, references = toy_references
     generator = torch.Generator().manual_seed(6)
     directions = torch.randn(4, 8, generator=generator)  # 4 units reading layer4's 8 channels
     sample_ids = references.sample_ids[:4]
     config = CropConfig(size=16, batch_size=6)
-    result = render_direction_crops(
-        random_demo, dataset, sample_ids, "layer4", directions, [3, 1], config
+    features = SAEFeatures(random_demo, "layer4", DirectionSAE(directions))
+    sae_references = TopReferences(
+        sample_ids, references.scores[:4], torch.zeros_like(sample_ids), ()
     )
+    result = render_crops(features, dataset, sae_references, [3, 1], config)
+    assert result["channels"].tolist() == [3, 1]
+    assert torch.equal(result["sample_ids"], sample_ids[[3, 1]])
     assert set(result) == set(CROP_KEYS)
     ids = sample_ids[[3, 1]].reshape(-1)
     images = torch.stack([dataset[int(p)][0] for p in dataset.position_of(ids.numpy())])

@@ -12,7 +12,14 @@ from monoscope.activations import (
 )
 from monoscope.pure.virtual_neurons import VirtualNeurons
 from monoscope.units import (
+    UNIT_KINDS,
+    ContrastiveDimensions,
+    Neurons,
+    SAEFeatures,
+    VirtualNeuronUnits,
+    kind_label,
     neuron_class_means,
+    parse_kind_label,
     sae_class_means,
     sae_references,
     spliced,
@@ -136,3 +143,168 @@ def test_identity_splice_keeps_the_accuracy(random_demo, small_digits):
             random_demo, subset, "layer4", Identity(8), pooling, batch_size=32
         )
         assert result["accuracy"] == pytest.approx(result["spliced_accuracy"])
+
+
+# --------------------------------------------------------------------------- Unit interface
+
+
+def hooked_mean(model, images, layer) -> torch.Tensor:
+    """Spatial mean of ``layer``'s output ``[B, C]`` from a plain forward hook."""
+    captured = {}
+    handle = model.layer(layer).register_forward_hook(
+        lambda _m, _i, output: captured.__setitem__("out", output.detach())
+    )
+    try:
+        with torch.no_grad():
+            model.net(model.normalize(images))
+    finally:
+        handle.remove()
+    return captured["out"].double().mean(dim=(2, 3))
+
+
+@pytest.fixture(scope="module")
+def images(small_digits):
+    _, dataset = small_digits
+    return torch.stack([dataset[i][0] for i in range(6)])
+
+
+def test_unit_kinds_are_registered_once_with_their_labels():
+    assert list(UNIT_KINDS) == ["neurons", "pure", "sae", "contrastive"]
+    assert UNIT_KINDS["sae"] is SAEFeatures and UNIT_KINDS["pure"] is VirtualNeuronUnits
+    labels = {
+        ("neurons", None): "neurons",
+        ("pure", None): "pure",
+        ("pure", "activation"): "activation",
+        ("sae", "topk"): "sae:topk",
+        ("contrastive", "ncl"): "contrastive:ncl",
+    }
+    for (kind, variant), label in labels.items():
+        assert kind_label(kind, variant) == label
+        assert parse_kind_label(label) == (kind, variant)
+    assert parse_kind_label("sae:l1") == ("sae", "l1")
+    assert parse_kind_label("neurons") == ("neurons", None)
+    assert parse_kind_label("judge") == ("pure", "judge")  # a clustering method
+    with pytest.raises(ValueError, match="unknown unit kind 'channels'"):
+        kind_label("channels")
+
+
+def test_neuron_units_score_the_relu_of_the_spatial_mean(random_demo, images, store):
+    neurons = Neurons(random_demo, "layer4", channels=[5, 2])
+    want = hooked_mean(random_demo, images, "layer4").clamp(min=0)
+    assert neurons.indices() == [5, 2] and len(neurons) == 2
+    torch.testing.assert_close(
+        neurons.scores(images).double(), want[:, [5, 2]], atol=1e-6, rtol=1e-5
+    )
+    unit = neurons.unit(2)
+    assert (unit.kind, unit.layer, unit.index, unit.label) == ("neurons", "layer4", 2, "neurons")
+    torch.testing.assert_close(unit.scores(images).double(), want[:, 2], atol=1e-6, rtol=1e-5)
+    with pytest.raises(IndexError):
+        neurons.unit(3)
+    # Class means of a selection are the rows of every channel's class means.
+    store, tensors = store
+    x, labels = tensors["activations"].numpy(), tensors["labels"].numpy()
+    expected = np.stack([np.maximum(x[labels == c], 0).mean(0) for c in range(10)], axis=1)
+    assert np.allclose(neurons.class_means(store, 10), expected[[5, 2]], atol=1e-6)
+
+
+def test_neuron_unit_heatmap_is_its_position_heatmap(random_demo, images):
+    from monoscope.crops import position_heatmaps
+
+    unit = Neurons(random_demo, "layer4").unit(3)
+    positions = torch.tensor([0, 9, 17, 63, 30, 5])
+    want = position_heatmaps(random_demo, images, "layer4", torch.full((6,), 3), positions)
+    assert torch.equal(unit.heatmap(images, positions), want)
+    with pytest.raises(ValueError, match="spatial shape"):
+        unit.family.heatmaps(images, torch.full((6,), 3), positions, (4, 4))
+    with pytest.raises(ValueError, match="position"):
+        unit.heatmap(images)
+
+
+def test_virtual_neuron_units_gate_the_neuron_score_by_the_cluster(random_demo, images):
+    torch.manual_seed(3)
+    virtual = VirtualNeurons(
+        random_demo, "layer3", "layer4", torch.rand(3, 2, 32), channels=torch.tensor([6, 1, 4])
+    )
+    units = VirtualNeuronUnits(virtual)
+    assert (units.kind, units.label, units.layer, len(units)) == ("pure", "pure", "layer4", 6)
+    nearest = virtual.assignments(images)  # [B, 3]
+    mean = hooked_mean(random_demo, images, "layer4").clamp(min=0)
+    scores = units.scores(images)
+    for row, channel in enumerate([6, 1, 4]):
+        for m in range(2):
+            want = mean[:, channel] * (nearest[:, row] == m)
+            torch.testing.assert_close(scores[:, row * 2 + m].double(), want, atol=1e-6, rtol=1e-5)
+            unit = units.unit(row * 2 + m)
+            assert torch.equal(unit.scores(images), scores[:, row * 2 + m])
+    # The heatmap of (row 2, cluster 1) is channel 4's.
+    positions = torch.arange(6) * 7
+    want = Neurons(random_demo, "layer4").unit(4).heatmap(images, positions)
+    assert torch.equal(units.unit(5).heatmap(images, positions), want)
+    assert VirtualNeuronUnits(virtual, "activation").label == "activation"
+
+
+def test_sae_feature_units_score_codes_and_start_from_their_direction(random_demo, images):
+    from monoscope.crops import position_heatmaps
+
+    torch.manual_seed(4)
+    sae = LinearCodes(torch.randn(5, 8))
+    features = SAEFeatures(random_demo, "layer4", sae, "toy")
+    assert (features.kind, features.label, len(features)) == ("sae", "sae:toy", 5)
+    mean = hooked_mean(random_demo, images, "layer4").numpy()
+    codes = np.maximum(mean @ sae.encoder.double().numpy().T, 0)
+    np.testing.assert_allclose(features.scores(images).numpy(), codes, atol=1e-5, rtol=1e-4)
+    np.testing.assert_allclose(features.unit(3).scores(images).numpy(), codes[:, 3], atol=1e-5)
+    # Independently: LRP is linear in the starting relevance, and the feature starts
+    # w_c a_c(q) / |q| at every (c, q), so its heatmap is the w_c / |q|-weighted sum of
+    # the single-position heatmaps (checked on one image, two channels of a direction).
+    direction = torch.zeros(5, 8)
+    direction[2, 1], direction[2, 6] = 0.7, -1.3
+    features = SAEFeatures(random_demo, "layer4", LinearCodes(direction))
+    image = images[:1]
+    heat = features.unit(2).heatmap(image)
+    channels = torch.tensor([1, 6]).repeat_interleave(64)
+    positions = torch.arange(64).repeat(2)
+    singles = position_heatmaps(
+        random_demo, image.expand(128, -1, -1, -1), "layer4", channels, positions
+    )
+    weights = direction[2, channels] / 64
+    want = (weights[:, None, None] * singles).sum(dim=0, keepdim=True)
+    torch.testing.assert_close(heat, want, atol=1e-6 * float(want.abs().max()) + 1e-9, rtol=1e-4)
+
+
+def test_contrastive_dimension_units_against_numpy():
+    from monoscope.contrastive.models import ContrastiveModel
+
+    torch.manual_seed(5)
+    backbone = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 6, bias=False))
+    projector = torch.nn.Sequential(torch.nn.Linear(6, 4, bias=False))
+    model = ContrastiveModel(
+        backbone, projector, "none", mean=(0.5, 0.4, 0.3), std=(0.2, 0.3, 0.4), feature_dim=6
+    )
+    dims = ContrastiveDimensions(model, "embed", "toy")
+    assert (dims.kind, dims.label, dims.indices()) == (
+        "contrastive",
+        "contrastive:toy",
+        [0, 1, 2, 3],
+    )
+    assert len(ContrastiveDimensions(model, "backbone")) == 6
+    images = torch.rand(3, 3, 4, 4)
+    normalised = (
+        (
+            (images - torch.tensor([0.5, 0.4, 0.3])[:, None, None])
+            / torch.tensor([0.2, 0.3, 0.4])[:, None, None]
+        )
+        .double()
+        .numpy()
+        .reshape(3, -1)
+    )
+    weight = (
+        (projector[0].weight.double() @ backbone[1].weight.double()).detach().numpy()
+    )  # [4, 48]
+    np.testing.assert_allclose(dims.scores(images).numpy(), normalised @ weight.T, atol=1e-5)
+    # Linear model: gradient times input of dimension d is w_d * x, summed over colours.
+    heat = dims.unit(2).heatmap(images).numpy()
+    want = (weight[2] * normalised).reshape(3, 3, 4, 4).sum(axis=1)
+    np.testing.assert_allclose(heat, want, atol=1e-5)
+    with pytest.raises(ValueError, match="embed"):
+        ContrastiveDimensions(model, "layer4")

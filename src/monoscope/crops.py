@@ -21,8 +21,13 @@ cut them again from the data set's images with :func:`cut_crops` or
 :func:`iter_crops`, one batch of rows at a time. Cutting is deterministic, so the
 crops are the same bytes wherever they are cut.
 
-Every (channel, sample) row has its own channel and position, and many rows go
-through one CRP call. zennit-crp's ``FeatureVisualization.get_max_reference(rf=True)``
+Those are a neuron's crops. Every kind of unit (:mod:`monoscope.units`) starts its
+heatmap its own way (:meth:`monoscope.units.UnitKind.heatmaps`: a virtual neuron as its
+neuron, an SAE feature from its direction, :func:`direction_heatmaps`); steps 2 and 3
+are the same for all, and :func:`render_crops` crops the references of any of them.
+
+Every (unit, sample) row has its own unit and position, and many rows go through one
+CRP call. zennit-crp's ``FeatureVisualization.get_max_reference(rf=True)``
 is not used: in 0.6.0 it masks the wrong rows when it processes several batches.
 """
 
@@ -34,6 +39,7 @@ import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -43,6 +49,23 @@ from monoscope.io import load_tensors, save_tensors
 from monoscope.logs import progress_kwargs
 from monoscope.models.registry import SubjectModel
 from monoscope.references import EMPTY_ID, TopReferences, canonizers_for
+
+
+class HeatmapUnits(Protocol):
+    """What the crop renderer needs of a kind of unit (:class:`monoscope.units.UnitKind`
+    implements it): its layer and the heatmaps that start its crops. A protocol, so that
+    this module does not depend on the layer above it."""
+
+    layer: str
+
+    def heatmaps(
+        self,
+        images: torch.Tensor,
+        units: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        spatial_shape: tuple[int, ...] | None = None,
+    ) -> torch.Tensor: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -293,43 +316,48 @@ def crop_images(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.T
 
 
 def render_crops(
-    model: SubjectModel,
+    units: HeatmapUnits,
     dataset: torch.utils.data.Dataset,
     references: TopReferences,
-    layer: str,
-    channels: Sequence[int] | torch.Tensor,
+    indices: Sequence[int] | torch.Tensor,
     config: CropConfig,
     device: torch.device | str = "cpu",
 ) -> dict[str, torch.Tensor]:
-    """Crops of the references of ``channels`` (rows of ``references``) of ``layer``.
+    """Crops of the references of units ``indices`` of ``units`` (any kind of unit).
 
-    ``dataset`` yields ``(unnormalised image, label, sample_id)`` and has
-    ``position_of(sample_ids)``; the images of one batch of rows are loaded at a time,
-    so memory holds one batch of images and the boxes.
+    Row i of ``references`` holds the references of unit i (neurons: channel i of
+    ``units.layer``; SAE features: feature i). Every (unit, reference) row starts its
+    heatmap with :meth:`UnitKind.heatmaps` (a neuron at the reference's position, an
+    SAE feature from its direction), and the heatmap gives the box
+    (:func:`square_boxes`). ``dataset`` yields ``(unnormalised image, label, sample_id)``
+    and has ``position_of(sample_ids)``; the images of one batch of rows are loaded at
+    a time, so memory holds one batch of images and the boxes.
 
     Returns
     -------
-    ``{"boxes": int64 [C, N, 3] (top, left, side in the dataset's image pixels),
-    "channels": int64 [C], "sample_ids": int64 [C, N]}``; :func:`cut_crops` and
-    :func:`iter_crops` cut the crops themselves (``config.size``) from the data set.
+    ``{"boxes": int64 [U, N, 3] (top, left, side in the dataset's image pixels),
+    "channels": int64 [U] (the unit indices), "sample_ids": int64 [U, N]}``;
+    :func:`cut_crops` and :func:`iter_crops` cut the crops themselves (``config.size``)
+    from the data set.
     """
     device = torch.device(device)
-    channels = torch.as_tensor(channels, dtype=torch.int64).reshape(-1)
-    if len(channels) and (channels.min() < 0 or channels.max() >= references.n_channels):
+    layer = units.layer
+    indices = torch.as_tensor(indices, dtype=torch.int64).reshape(-1)
+    if len(indices) and (indices.min() < 0 or indices.max() >= references.n_channels):
         raise ValueError(
-            f"channels {channels.tolist()} are not rows of the references "
+            f"units {indices.tolist()} are not rows of the references "
             f"({references.n_channels} channels)"
         )
-    sample_ids = references.sample_ids[channels].long()  # [C, N]
+    sample_ids = references.sample_ids[indices].long()  # [U, N]
     if (sample_ids == EMPTY_ID).any():
         raise ValueError(
             f"the references of layer '{layer}' have empty slots (fewer samples than "
             "references.n); crop merged references of a large enough data set"
         )
-    n_channels, n_refs = sample_ids.shape
-    # One row per (channel, reference), channel-major, so the output reshapes to [C, N].
-    row_channels = channels[:, None].expand(n_channels, n_refs).reshape(-1)
-    row_positions = references.positions[channels].long().reshape(-1)
+    n_units, n_refs = sample_ids.shape
+    # One row per (unit, reference), unit-major, so the output reshapes to [U, N].
+    row_units = indices[:, None].expand(n_units, n_refs).reshape(-1)
+    row_positions = references.positions[indices].long().reshape(-1)
     row_ids = sample_ids.reshape(-1)
     dataset_positions = torch.tensor(
         np.asarray(dataset.position_of(row_ids.numpy())), dtype=torch.int64
@@ -341,7 +369,7 @@ def render_crops(
     progress = tqdm(
         starts,
         total=math.ceil(rows / config.batch_size),
-        desc=f"crops {layer}",
+        desc=f"crops {units.label} {layer}",
         unit="batch",
         **progress_kwargs(),
     )
@@ -349,20 +377,13 @@ def render_crops(
         batch = slice(start, min(start + config.batch_size, rows))
         images = torch.stack([dataset[int(pos)][0] for pos in dataset_positions[batch]])
         images = images.to(device)
-        heatmaps, spatial_shape = _position_heatmaps(
-            model, images, layer, row_channels[batch], row_positions[batch]
+        heatmaps = units.heatmaps(
+            images, row_units[batch], row_positions[batch], tuple(references.spatial_shape)
         )
-        # Positions are flat indices into the references' map: a different map (other
-        # image size, other layer) would silently crop the wrong place.
-        if spatial_shape != tuple(references.spatial_shape):
-            raise ValueError(
-                f"layer '{layer}' has spatial shape {spatial_shape} but the references "
-                f"were collected on {tuple(references.spatial_shape)}"
-            )
         boxes[batch] = square_boxes(heatmaps.cpu(), config.blur_kernel, config.threshold)
     return {
-        "boxes": boxes.reshape(n_channels, n_refs, 3),
-        "channels": channels.clone(),
+        "boxes": boxes.reshape(n_units, n_refs, 3),
+        "channels": indices.clone(),
         "sample_ids": sample_ids.clone(),
     }
 
@@ -515,42 +536,3 @@ def direction_heatmaps(
     if problems:
         raise ValueError(problems[0])
     return result.heatmap.detach()
-
-
-def render_direction_crops(
-    model: SubjectModel,
-    dataset: torch.utils.data.Dataset,
-    sample_ids: torch.Tensor,
-    layer: str,
-    directions: torch.Tensor,
-    units: Sequence[int] | torch.Tensor,
-    config: CropConfig,
-    device: torch.device | str = "cpu",
-) -> dict[str, torch.Tensor]:
-    """Crops of the references of direction units (SAE features), as :func:`render_crops`.
-
-    ``sample_ids`` is ``[U_all, N]`` (references of every unit), ``directions``
-    ``[U_all, C]`` (each unit's encoder row); ``units`` selects the rows to crop. The
-    result has the keys of :func:`render_crops`, with the unit indices as ``channels``.
-    """
-    device = torch.device(device)
-    units = torch.as_tensor(units, dtype=torch.int64).reshape(-1)
-    chosen = sample_ids[units].long()
-    if (chosen == EMPTY_ID).any():
-        raise ValueError("some units have empty reference slots; use more data or a smaller n")
-    n_units, n_refs = chosen.shape
-    row_units = units[:, None].expand(n_units, n_refs).reshape(-1)
-    row_ids = chosen.reshape(-1)
-    positions = torch.tensor(np.asarray(dataset.position_of(row_ids.numpy())), dtype=torch.int64)
-    boxes = torch.zeros((len(row_ids), 3), dtype=torch.int64)
-    starts = range(0, len(row_ids), config.batch_size)
-    for start in tqdm(starts, desc=f"crops {layer} units", unit="batch", **progress_kwargs()):
-        batch = slice(start, min(start + config.batch_size, len(row_ids)))
-        images = torch.stack([dataset[int(pos)][0] for pos in positions[batch]]).to(device)
-        heatmaps = direction_heatmaps(model, images, layer, directions[row_units[batch]].to(device))
-        boxes[batch] = square_boxes(heatmaps.cpu(), config.blur_kernel, config.threshold)
-    return {
-        "boxes": boxes.reshape(n_units, n_refs, 3),
-        "channels": units.clone(),
-        "sample_ids": chosen.clone(),
-    }

@@ -9,6 +9,7 @@ mean and standard error over neurons.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,58 +18,127 @@ import torch
 
 from monoscope.data import read_sample_table
 from monoscope.io import load_tensors
-from monoscope.pure.circuits import load_circuits
+from monoscope.pure.circuits import Circuits, load_circuits
 from monoscope.pure.metrics import alignment as alignment_scores
 from monoscope.pure.metrics import distance_summary, mean_and_standard_error, purity_summary
 from monoscope.tables import format_mean_se, write_table
+from monoscope.units import kind_label
 
 
 def reference_labels(samples_path, sample_ids: torch.Tensor) -> np.ndarray:
     """Ground-truth class of every reference, ``[C, N]``."""
+    return _labels_of(_label_lookup(samples_path), sample_ids)
+
+
+def _label_lookup(samples_path) -> pd.Series:
     table = read_sample_table(samples_path)
-    lookup = pd.Series(table["label"].to_numpy(), index=table["sample_id"].to_numpy())
+    return pd.Series(table["label"].to_numpy(), index=table["sample_id"].to_numpy())
+
+
+def _labels_of(lookup: pd.Series, sample_ids: torch.Tensor) -> np.ndarray:
     return lookup.loc[sample_ids.numpy().reshape(-1)].to_numpy().reshape(sample_ids.shape)
 
 
-def evaluate_pure(
+@dataclass
+class EvaluationInputs:
+    """Everything the evaluation reads, each file loaded once (:func:`load_evaluation_inputs`).
+
+    ``circuits``: the merged circuits (their references are the neurons' references);
+    ``labels``: ground truth per sample id; ``clusters``: the tensors of each clustering
+    method; ``embeddings``: those of each embedder's crops of the neurons' references;
+    ``saes``: per SAE its ``name``, ``layer`` and the ``embeddings`` tensors of its
+    features' crops (reference embedder).
+    """
+
+    circuits: Circuits
+    labels: pd.Series
+    clusters: dict[str, dict[str, torch.Tensor]]
+    embeddings: dict[str, dict[str, torch.Tensor]]
+    saes: list[dict] = field(default_factory=list)
+
+    def labels_of(self, sample_ids: torch.Tensor) -> np.ndarray:
+        """Ground-truth class of every reference, shaped as ``sample_ids``."""
+        return _labels_of(self.labels, sample_ids)
+
+
+def load_evaluation_inputs(
     clusters: Mapping[str, str | Path],
     embeddings: Mapping[str, str | Path],
     circuits: str | Path,
     samples: str | Path,
+    saes: Sequence[dict] = (),
+) -> EvaluationInputs:
+    """Load every input of :func:`evaluate` once.
+
+    ``clusters`` maps clustering methods to their files, ``embeddings`` embedder names
+    to theirs; ``saes`` holds, per SAE, its ``name``, ``layer`` and the path of its
+    ``embeddings`` (reference embedder).
+    """
+    circuit_data, _ = load_circuits(circuits)
+    vectors = {name: load_tensors(path)[0] for name, path in embeddings.items()}
+    for name, tensors in vectors.items():
+        if not torch.equal(tensors["sample_ids"], circuit_data.sample_ids):
+            raise ValueError(
+                f"embeddings of {name} are of other references than the circuits; rerun them"
+            )
+    return EvaluationInputs(
+        circuits=circuit_data,
+        labels=_label_lookup(samples),
+        clusters={method: load_tensors(path)[0] for method, path in clusters.items()},
+        embeddings=vectors,
+        saes=[
+            {
+                "name": sae["name"],
+                "layer": sae["layer"],
+                "embeddings": load_tensors(sae["embeddings"])[0],
+            }
+            for sae in saes
+        ],
+    )
+
+
+def evaluate(
+    inputs: EvaluationInputs,
+    ks: Sequence[int],
+    reference: str,
+    alignment: Mapping[str, int],
+    hierarchy_k: int,
+    hierarchy: dict,
+) -> dict:
+    """All scores of one experiment as a JSON-ready record: PURE's (distances, alignment,
+    purity per method and k; :func:`evaluate_pure`) and, under ``units``, one row per
+    kind of unit (:func:`evaluate_units`)."""
+    results = evaluate_pure(inputs, ks, reference, alignment)
+    results["units"] = evaluate_units(inputs, reference, hierarchy_k, hierarchy)
+    return results
+
+
+def evaluate_pure(
+    inputs: EvaluationInputs,
     ks: Sequence[int],
     reference: str,
     alignment: Mapping[str, int],
 ) -> dict:
-    """All scores of one experiment as a JSON-ready record.
-
-    ``clusters`` maps clustering methods to their files, ``embeddings`` embedder names to
-    theirs; ``reference`` names the embedder whose distances score the methods.
-    """
-    vectors = {name: load_tensors(path)[0] for name, path in embeddings.items()}
-    circuit_data, _ = load_circuits(circuits)
+    """PURE's scores: distances and purity of every clustering method and k, alignment
+    of every space with ``reference`` (the embedder whose distances score the methods)."""
+    circuit_data, vectors = inputs.circuits, inputs.embeddings
     sample_ids = circuit_data.sample_ids
-    for name, tensors in vectors.items():
-        if not torch.equal(tensors["sample_ids"], sample_ids):
-            raise ValueError(
-                f"embeddings of {name} are of other references than the circuits; rerun them"
-            )
     reference_vectors = vectors[reference]["embeddings"].numpy()
-    labels = reference_labels(samples, sample_ids)
+    labels = inputs.labels_of(sample_ids)
     channels = len(sample_ids)
 
     distances, purity = [], []
     neuron_purity = purity_summary(labels, None)
     purity.append(
         {
-            "method": "neurons",
+            "method": kind_label("neurons"),
             "k": 1,
             "mean": neuron_purity[0],
             "se": neuron_purity[1],
             "units": neuron_purity[2],
         }
     )
-    for method, path in clusters.items():
-        tensors, _ = load_tensors(path)
+    for method, tensors in inputs.clusters.items():
         for k in ks:
             assignment = tensors[f"k{k}/labels"].numpy()
             summary = distance_summary(reference_vectors, assignment)
@@ -110,9 +180,15 @@ def evaluate_pure(
     }
 
 
-def write_pure_tables(results: dict, folder: str | Path, experiment: str) -> list[Path]:
-    """The three tables as CSV, Markdown and LaTeX under ``folder``."""
-    folder = Path(folder)
+PURE_TABLES = ("semantic_distances", "alignment", "purity")
+UNIT_TABLES = ("units", "sae")
+
+
+def write_pure_tables(
+    results: dict, stems: Mapping[str, str | Path], experiment: str
+) -> list[Path]:
+    """The three tables of :data:`PURE_TABLES` as CSV, Markdown and LaTeX, each at its
+    path stem in ``stems`` (:func:`monoscope.tables.write_table`)."""
     reference = results["reference"]
     written = []
 
@@ -132,7 +208,7 @@ def write_pure_tables(results: dict, folder: str | Path, experiment: str) -> lis
     frame.index.name = "method"
     written += write_table(
         frame,
-        folder / "semantic_distances",
+        stems["semantic_distances"],
         f"{experiment}: Euclidean distances between {reference} embeddings of the cropped "
         "references, within virtual neurons (intra) and between them (inter), mean and "
         f"standard error over {results['neurons']} neurons.",
@@ -151,7 +227,7 @@ def write_pure_tables(results: dict, folder: str | Path, experiment: str) -> lis
     frame.index.name = "space"
     written += write_table(
         frame,
-        folder / "alignment",
+        stems["alignment"],
         f"{experiment}: correlation of pairwise distances in each space with {reference} "
         "distances (pooled over random disjoint subsets of neurons; mean and standard error "
         "over the subsets). dcor is Szekely's distance correlation.",
@@ -160,16 +236,17 @@ def write_pure_tables(results: dict, folder: str | Path, experiment: str) -> lis
 
     rows = {}
     for row in results["purity"]:
-        name = "neurons (unsplit)" if row["method"] == "neurons" else row["method"]
+        neurons = row["method"] == kind_label("neurons")
+        name = f"{row['method']} (unsplit)" if neurons else row["method"]
         rows.setdefault(name, {})
-        columns = ks if row["method"] == "neurons" else [row["k"]]
+        columns = ks if neurons else [row["k"]]
         for k in columns:
             rows[name][f"k={k}"] = format_mean_se(row["mean"], row["se"])
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index.name = "units"
     written += write_table(
         frame,
-        folder / "purity",
+        stems["purity"],
         f"{experiment}: ground-truth purity, the share of a unit's references that carry its "
         "most common label, mean and standard error over units (neurons, or the virtual "
         "neurons of each method and k).",
@@ -178,36 +255,28 @@ def write_pure_tables(results: dict, folder: str | Path, experiment: str) -> lis
     return written
 
 
-def evaluate_units(
-    clusters: Mapping[str, str | Path],
-    reference_embeddings: str | Path,
-    circuits: str | Path,
-    samples: str | Path,
-    k: int,
-    hierarchy: dict,
-    saes: Sequence[dict],
-) -> list[dict]:
-    """One row per kind of unit: neurons, virtual neurons of every clustering method at
-    ``k``, and the alive features of every SAE, scored alike.
+def evaluate_units(inputs: EvaluationInputs, reference: str, k: int, hierarchy: dict) -> list[dict]:
+    """One row per kind of unit (:data:`monoscope.units.UNIT_KINDS`): neurons, virtual
+    neurons of every clustering method at ``k``, and the alive features of every SAE,
+    scored alike.
 
     Columns: the number of units, ground-truth purity and the mean distance between the
-    reference embeddings of a unit's references (within-unit distance), and the
-    hierarchy score where ``hierarchy`` (the ``score_hierarchy`` record) has it; each as
-    mean and standard error over units. ``saes`` holds, per SAE, its ``name``, ``layer``
-    and the paths of its ``references``, ``embeddings`` (reference embedder) and
-    ``metrics``.
+    ``reference`` embeddings of a unit's references (within-unit distance), and the
+    hierarchy score where ``hierarchy`` (the ``score_hierarchy`` record, units named by
+    :func:`monoscope.units.kind_label`) has it; each as mean and standard error over
+    units.
     """
-    circuit_data, _ = load_circuits(circuits)
-    labels = reference_labels(samples, circuit_data.sample_ids)
-    vectors = load_tensors(reference_embeddings)[0]["embeddings"].numpy()
+    labels = inputs.labels_of(inputs.circuits.sample_ids)
+    vectors = inputs.embeddings[reference]["embeddings"].numpy()
     scores = {
         (unit["kind"], unit["layer"]): np.asarray(unit["scores"], dtype=np.float64)
         for unit in hierarchy["units"]
     }
-    upper = next(unit["layer"] for unit in hierarchy["units"] if unit["kind"] == "neurons")
+    neurons = kind_label("neurons")
+    upper = next(unit["layer"] for unit in hierarchy["units"] if unit["kind"] == neurons)
 
-    def row(name, kind, layer, count, purity, distance):
-        hierarchy_values = scores.get((kind, layer))
+    def row(label, layer, name, count, purity, distance):
+        hierarchy_values = scores.get((label, layer))
         return {
             "units": name,
             "count": count,
@@ -223,45 +292,51 @@ def evaluate_units(
     flat = np.zeros(labels.shape, dtype=np.int64)
     rows = [
         row(
-            f"neurons ({upper})",
-            "neurons",
+            neurons,
             upper,
+            f"{neurons} ({upper})",
             len(labels),
             purity_summary(labels, None),
             distance_summary(vectors, flat)["random"],
         )
     ]
-    for method, path in clusters.items():
-        assignment = load_tensors(path)[0][f"k{k}/labels"].numpy()
+    for method, tensors in inputs.clusters.items():
+        label = kind_label("pure", method)
+        assignment = tensors[f"k{k}/labels"].numpy()
         purity = purity_summary(labels, assignment)
         rows.append(
             row(
-                f"{method} k={k}",
-                method,
+                label,
                 upper,
+                f"{label} k={k}",
                 purity[2],
                 purity,
                 distance_summary(vectors, assignment)["intra"],
             )
         )
-    for sae in saes:
-        tensors, _ = load_tensors(sae["embeddings"])
-        name, kind = f"sae:{sae['name']} ({sae['layer']})", f"sae:{sae['name']}"
+    for sae in inputs.saes:
+        tensors, layer = sae["embeddings"], sae["layer"]
+        label = kind_label("sae", sae["name"])
+        name = f"{label} ({layer})"
         if len(tensors["sample_ids"]) == 0:  # no feature ever fired: nothing to score
-            rows.append(row(name, kind, sae["layer"], 0, [None, None], [None, None]))
+            rows.append(row(label, layer, name, 0, [None, None], [None, None]))
             continue
-        sae_labels = reference_labels(samples, tensors["sample_ids"])
+        sae_labels = inputs.labels_of(tensors["sample_ids"])
         distance = distance_summary(tensors["embeddings"].numpy(), np.zeros(sae_labels.shape))
         purity = purity_summary(sae_labels, None)
-        rows.append(row(name, kind, sae["layer"], len(sae_labels), purity, distance["random"]))
+        rows.append(row(label, layer, name, len(sae_labels), purity, distance["random"]))
     return rows
 
 
 def write_unit_tables(
-    rows: Sequence[dict], sae_metrics: Sequence[dict], folder, experiment: str, reference: str
+    rows: Sequence[dict],
+    sae_metrics: Sequence[dict],
+    stems: Mapping[str, str | Path],
+    experiment: str,
+    reference: str,
 ) -> list[Path]:
-    """The units table and, when there are SAEs, the SAE table (CSV, Markdown, LaTeX)."""
-    folder = Path(folder)
+    """The units table and, when there are SAEs, the SAE table (CSV, Markdown, LaTeX),
+    each at its path stem in ``stems`` (keys of :data:`UNIT_TABLES`)."""
     frame = pd.DataFrame(
         {
             "count": {row["units"]: row["count"] for row in rows},
@@ -275,7 +350,7 @@ def write_unit_tables(
     frame.index.name = "units"
     written = write_table(
         frame,
-        folder / "units",
+        stems["units"],
         f"{experiment}: every kind of unit scored alike. Purity: share of a unit's references "
         f"with its most common label; within-unit distance: mean distance between the {reference} "
         "embeddings of its cropped references; hierarchy score: f^T D f / |f|^2 of its mean "
@@ -302,7 +377,7 @@ def write_unit_tables(
         frame.index.name = "SAE"
         written += write_table(
             frame,
-            folder / "sae",
+            stems["sae"],
             f"{experiment}: sparse autoencoders on pooled activations, on the test split: mean "
             "number of active features (L0), features that never fire (dead) or fire on more "
             "than 10% of samples (dense), fraction of variance unexplained (FVU), and the "

@@ -15,6 +15,8 @@ from monoscope.logs import setup_logging
 setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 params = snakemake.params
+# The rule's one output (named here, positional in the rules derived from it in sae.smk).
+(output,) = snakemake.output
 name = snakemake.wildcards.embedder
 config = from_mapping(EmbedderConfig, params.embedder)
 embedder = build_embedder(name, config, resolve_device(params.device))
@@ -30,7 +32,7 @@ vectors = embed_batches(
     desc=name,
 )
 save_tensors(
-    snakemake.output[0],
+    output,
     {
         "channels": crops["channels"],
         "sample_ids": crops["sample_ids"],

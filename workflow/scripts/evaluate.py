@@ -1,11 +1,16 @@
 """Semantic distances, alignment and purity; the units table (neurons, virtual neurons,
-SAE features with their hierarchy scores) and the SAE table."""
+SAE features with their hierarchy scores) and the SAE table.
+
+Every input is loaded once; every table goes to the rule's output of its name (the
+CSV, Markdown and LaTeX files of one stem), and nothing else is written."""
 
 from pathlib import Path
 
 from monoscope.evaluation import (
-    evaluate_pure,
-    evaluate_units,
+    PURE_TABLES,
+    UNIT_TABLES,
+    evaluate,
+    load_evaluation_inputs,
     write_pure_tables,
     write_unit_tables,
 )
@@ -13,38 +18,50 @@ from monoscope.io import read_json, write_json
 from monoscope.logs import setup_logging
 
 setup_logging(snakemake.log[0])
-params, inputs = snakemake.params, snakemake.input
+params, inputs, output = snakemake.params, snakemake.input, snakemake.output
 reference = params.evaluation["reference"]
-clusters = {m: p for m, p in zip(params.methods, inputs.clusters, strict=True)}
-embeddings = {e: p for e, p in zip(params.embedders, inputs.embeddings, strict=True)}
-results = evaluate_pure(
-    clusters=clusters,
-    embeddings=embeddings,
+
+
+def stem(name):
+    """The common stem of table ``name``'s declared ``.csv``, ``.md`` and ``.tex`` files."""
+    paths = [Path(path) for path in getattr(output, name)]
+    stems = {path.with_suffix("") for path in paths}
+    if len(stems) != 1 or sorted(path.suffix for path in paths) != [".csv", ".md", ".tex"]:
+        raise ValueError(f"output {name}: expected <stem>.csv, .md and .tex, got {paths}")
+    return stems.pop()
+
+
+# The SAE inputs are layer-major over (sae.layers x sae.models), as common.smk expands them.
+pairs = [(layer, name) for layer in params.sae_layers for name in params.sae_models]
+saes = [
+    {"name": name, "layer": layer, "embeddings": embedded}
+    for (layer, name), embedded in zip(pairs, inputs.sae_embeddings, strict=True)
+]
+sae_metrics = [
+    read_json(metrics) | {"name": name}
+    for (_, name), metrics in zip(pairs, inputs.sae_metrics, strict=True)
+]
+loaded = load_evaluation_inputs(
+    clusters=dict(zip(params.methods, inputs.clusters, strict=True)),
+    embeddings=dict(zip(params.embedders, inputs.embeddings, strict=True)),
     circuits=inputs.circuits,
     samples=inputs.samples,
+    saes=saes,
+)
+results = evaluate(
+    loaded,
     ks=params.ks,
     reference=reference,
     alignment=params.evaluation["alignment"],
-)
-# The SAE inputs are layer-major over (sae.layers x sae.models), as common.smk expands them.
-pairs = [(layer, name) for layer in params.sae_layers for name in params.sae_models]
-saes, sae_metrics = [], []
-for (layer, name), embedded, metrics in zip(
-    pairs, inputs.sae_embeddings, inputs.sae_metrics, strict=True
-):
-    saes.append({"name": name, "layer": layer, "embeddings": embedded})
-    sae_metrics.append(read_json(metrics) | {"name": name})
-results["units"] = evaluate_units(
-    clusters,
-    embeddings[reference],
-    inputs.circuits,
-    inputs.samples,
-    params.hierarchy_k,
-    read_json(inputs.hierarchy),
-    saes,
+    hierarchy_k=params.hierarchy_k,
+    hierarchy=read_json(inputs.hierarchy),
 )
 results["sae"] = [{k: v for k, v in m.items() if k != "units"} for m in sae_metrics]
-folder = Path(snakemake.output.results).parent.parent / "tables"
-write_pure_tables(results, folder, params.experiment)
-write_unit_tables(results["units"], results["sae"], folder, params.experiment, reference)
-write_json(snakemake.output.results, results)
+tables = [name for name in PURE_TABLES + UNIT_TABLES if name in output.keys()]
+stems = {name: stem(name) for name in tables}
+written = write_pure_tables(results, stems, params.experiment)
+written += write_unit_tables(results["units"], results["sae"], stems, params.experiment, reference)
+declared = {Path(path) for name in tables for path in getattr(output, name)}
+if set(written) != declared:
+    raise ValueError(f"tables written {sorted(map(str, written))} are not the declared outputs")
+write_json(output.results, results)

@@ -5,6 +5,8 @@ from monoscope.logs import setup_logging
 from monoscope.references import load_references
 
 setup_logging(snakemake.log[0])
+# The rule's one output (named here, positional in the rules derived from it in sae.smk).
+(output,) = snakemake.output
 parts = [load_tensors(path) for path in snakemake.input.shards]
 # SAE crops cover the alive features only, listed with the SAE's references.
 expected = (
@@ -14,4 +16,4 @@ expected = (
 )
 merged = merge_channel_shards([tensors for tensors, _ in parts], "embedding", expected)
 metadata = {key: value for key, value in parts[0][1].items() if key != "shard"}
-save_tensors(snakemake.output[0], merged, metadata)
+save_tensors(output, merged, metadata)

@@ -19,7 +19,7 @@ for path in snakemake.input.crops:
         dataset = open_dataset(from_mapping(DataConfig, params.data), snakemake.input.samples)
         plot_crop_grid(
             cut_crops(dataset, crops["sample_ids"][row], crops["boxes"][row], params.size),
-            snakemake.output[0],
+            snakemake.output.figure,
             columns=params.columns,
             title=f"neuron {neuron}: relevance-cropped references",
         )

@@ -5,6 +5,6 @@ from monoscope.io import read_json
 from monoscope.logs import setup_logging
 
 setup_logging(snakemake.log[0])
-results = read_json(snakemake.input[0])
+results = read_json(snakemake.input.results)
 plot_semantic_distances(results, snakemake.output.distances)
 plot_alignment(results, snakemake.output.alignment)

@@ -3,31 +3,33 @@
 import torch
 
 from monoscope.config import from_mapping
-from monoscope.crops import CropConfig, render_direction_crops, save_crops
+from monoscope.crops import CropConfig, render_crops, save_crops
 from monoscope.data import DataConfig, open_dataset, parse_scatteritem, shard_positions
 from monoscope.device import resolve_device
 from monoscope.logs import setup_logging
 from monoscope.models import ModelConfig, load_model
 from monoscope.references import load_references
 from monoscope.sae import load_sae
+from monoscope.units import SAEFeatures
 
 setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 params = snakemake.params
+(output,) = snakemake.output  # the rule's one output
 device = resolve_device(params.device)
 layer = snakemake.wildcards.layer
 references, metadata = load_references(snakemake.input.references)
 units = metadata["units"]
 shard, shards = parse_scatteritem(snakemake.wildcards.scatteritem)
 chosen = [units[i] for i in shard_positions(len(units), shard, shards)]
-crops = render_direction_crops(
-    load_model(from_mapping(ModelConfig, params.model), device),
+model = load_model(from_mapping(ModelConfig, params.model), device)
+features = SAEFeatures(model, layer, load_sae(snakemake.input.sae), snakemake.wildcards.sae)
+crops = render_crops(
+    features,
     open_dataset(from_mapping(DataConfig, params.data), snakemake.input.samples),
-    references[("sae", layer)].sample_ids,
-    layer,
-    load_sae(snakemake.input.sae).encoder.detach(),
+    references[("sae", layer)],
     chosen,
     from_mapping(CropConfig, params.crops),
     device,
 )
-save_crops(snakemake.output[0], crops, {"layer": layer, "shard": shard, "shards": shards})
+save_crops(output, crops, {"layer": layer, "shard": shard, "shards": shards})

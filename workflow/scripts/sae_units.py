@@ -13,7 +13,7 @@ from monoscope.logs import setup_logging
 from monoscope.models import ModelConfig, load_model
 from monoscope.references import save_references
 from monoscope.sae import evaluate_sae, load_sae
-from monoscope.units import sae_references, spliced_accuracy
+from monoscope.units import SAEFeatures, spliced_accuracy
 
 setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
@@ -24,7 +24,8 @@ sae = load_sae(snakemake.input.sae).to(device).eval()
 paths = snakemake.input.activations
 metrics = evaluate_sae(sae, ActivationStore(paths, split="test"), params.batch_size)
 everything = ActivationStore(paths, split="all")
-top = sae_references(sae, everything, params.n, params.batch_size)
+features = SAEFeatures(None, layer, sae, snakemake.wildcards.sae)
+top = features.references(everything, params.n, params.batch_size)
 # A feature fired somewhere iff its best reference has a positive code (one pass, not
 # two); dead features have no references.
 units = torch.nonzero(top.scores[:, 0] > 0).flatten().tolist()

@@ -15,7 +15,7 @@ from monoscope.logs import setup_logging
 from monoscope.models import ModelConfig, load_model
 from monoscope.pure.virtual_neurons import VirtualNeurons
 from monoscope.sae import load_sae
-from monoscope.units import neuron_class_means, sae_class_means, virtual_neuron_class_means
+from monoscope.units import Neurons, SAEFeatures, VirtualNeuronUnits
 
 setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
@@ -31,12 +31,12 @@ def store_of(paths):
     return ActivationStore(paths, split="test", limit=limit)
 
 
-def scored(kind, means, extra=None):
+def scored(units, means, extra=None):
     # Classes without a test sample (a small data set) drop out of f and D alike.
     seen = observed_classes(means)
     scores = hierarchy_score(means[:, seen], distances[seen][:, seen])
     return {
-        "kind": kind,
+        "kind": units.label,
         "scores": [None if s != s else float(s) for s in scores],
         "classes_scored": int(seen.sum()),
         **(extra or {}),
@@ -44,39 +44,42 @@ def scored(kind, means, extra=None):
 
 
 upper = store_of(inputs.upper_activations)
-neuron_means = neuron_class_means(upper, len(classes), "nan")
 clusters = load_tensors(inputs.clusters)[0] if "clusters" in inputs.keys() else {}
 # The neurons row scores the analysed neurons (the neurons key), like its purity does.
 analysed = clusters["channels"].numpy() if "channels" in clusters else None
+neurons = Neurons(None, params.upper_layer, analysed, num_channels=upper.dim)
 units = [
     scored(
-        "neurons",
-        neuron_means if analysed is None else neuron_means[analysed],
-        {"layer": params.upper} | ({} if analysed is None else {"channels": analysed.tolist()}),
+        neurons,
+        neurons.class_means(upper, len(classes), missing="nan"),
+        {"layer": params.upper_layer}
+        | ({} if analysed is None else {"channels": analysed.tolist()}),
     )
 ]
 if clusters:
     k = options["k"]
     model = load_model(from_mapping(ModelConfig, params.model), device)
-    virtual = VirtualNeurons(
-        model,
-        params.lower,
-        params.upper,
-        clusters[f"k{k}/centroids"],
-        params.circuits["method"],
-        params.circuits["batch_rows"],
-        channels=clusters.get("channels"),
+    virtual = VirtualNeuronUnits(
+        VirtualNeurons(
+            model,
+            params.lower_layer,
+            params.upper_layer,
+            clusters[f"k{k}/centroids"],
+            params.circuits["method"],
+            params.circuits["batch_rows"],
+            channels=clusters.get("channels"),
+        )
     )
     dataset = open_dataset(from_mapping(DataConfig, params.data), inputs.samples, "test")
-    means = virtual_neuron_class_means(virtual, dataset, upper, len(classes), missing="nan")
-    units.append(scored("pure", means, {"layer": params.upper, "k": k}))
+    means = virtual.class_means(upper, len(classes), dataset, missing="nan")
+    units.append(scored(virtual, means, {"layer": params.upper_layer, "k": k}))
 # inputs.saes is layer-major over (sae.layers x sae.models), as common.smk expands it.
 pairs = [(layer, name) for layer in params.sae_layers for name in params.sae_models]
 for (layer, name), path in zip(pairs, inputs.saes, strict=True):
     shards = [shard for shard in inputs.sae_activations if Path(shard).parent.name == layer]
-    sae = load_sae(path).to(device).eval()
-    means = sae_class_means(sae, store_of(shards), len(classes), "nan")
-    units.append(scored(f"sae:{name}", means, {"layer": layer}))
+    features = SAEFeatures(None, layer, load_sae(path).to(device).eval(), name)
+    means = features.class_means(store_of(shards), len(classes), missing="nan")
+    units.append(scored(features, means, {"layer": layer}))
 write_json(
     snakemake.output[0],
     {"distances": options["kind"], "samples": upper.num_samples, "units": units},

@@ -32,15 +32,15 @@ calls them in a fixed order, so a training loop needs to know none of them.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from monoscope.registry import Registry
 
-if TYPE_CHECKING:
-    from monoscope.sae.base import SparseAutoencoder
+# Parts receive the SAE they belong to (a monoscope.sae.base.SparseAutoencoder), typed as
+# a plain nn.Module: the base imports the parts, so the parts do not import the base.
 
 # Guards divisions by a column norm: a column can only reach zero through a bad update.
 NORM_EPSILON = 1e-12
@@ -154,7 +154,7 @@ class Sparsifier(nn.Module):
 
     def penalties(
         self,
-        sae: SparseAutoencoder,
+        sae: nn.Module,
         x: torch.Tensor,
         x_hat: torch.Tensor,
         pre: torch.Tensor,
@@ -232,12 +232,12 @@ class TopKSparsifier(Sparsifier):
             return min(self.k_aux, self.num_features)
         return max(1, min(self.input_dim // 2, self.num_features))
 
-    def dead_mask(self, sae: SparseAutoencoder) -> torch.Tensor:
+    def dead_mask(self, sae: nn.Module) -> torch.Tensor:
         """Boolean ``[K]``: features that have not fired in the last ``dead_tokens`` samples."""
         return sae.samples_since_fired >= self.dead_tokens
 
     def auxiliary_loss(
-        self, sae: SparseAutoencoder, x: torch.Tensor, x_hat: torch.Tensor, pre: torch.Tensor
+        self, sae: nn.Module, x: torch.Tensor, x_hat: torch.Tensor, pre: torch.Tensor
     ) -> torch.Tensor:
         """The dead-feature loss ``aux`` (before ``aux_coef``); zero when none is dead."""
         dead = self.dead_mask(sae)
