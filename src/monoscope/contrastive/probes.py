@@ -40,6 +40,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from monoscope.checkpoints import CheckpointKind, Epoch, train_epochs
+from monoscope.config import NON_NEGATIVE, POSITIVE, Requirement, check_fields, in_range, one_of
 from monoscope.contrastive.augment import random_resized_crop
 from monoscope.contrastive.models import ContrastiveModel
 from monoscope.contrastive.pretrain import warmup_cosine_lr
@@ -153,17 +154,13 @@ class ProbeConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.optimizer not in PROBE_OPTIMIZERS:
-            raise ValueError(
-                f"probe.optimizer must be one of {PROBE_OPTIMIZERS}, got '{self.optimizer}'"
-            )
-        for key in ("epochs", "batch_size"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"probe.{key} must be positive, got {getattr(self, key)}")
-        if self.lr <= 0:
-            raise ValueError(f"probe.lr must be positive, got {self.lr}")
-        if self.weight_decay < 0:
-            raise ValueError(f"probe.weight_decay must be non-negative, got {self.weight_decay}")
+        check_fields(
+            self,
+            ("optimizer", one_of(PROBE_OPTIMIZERS)),
+            ("epochs batch_size lr", POSITIVE),
+            ("weight_decay", NON_NEGATIVE),
+            section="probe",
+        )
 
 
 def _num_classes(*label_sets: torch.Tensor) -> int:
@@ -419,22 +416,15 @@ class FinetuneConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for key in ("epochs", "batch_size"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"finetune.{key} must be positive, got {getattr(self, key)}")
-        for key in ("lr", "head_lr"):
-            if getattr(self, key) <= 0:
-                raise ValueError(f"finetune.{key} must be positive, got {getattr(self, key)}")
-        if not 0.0 <= self.momentum < 1.0:
-            raise ValueError(f"finetune.momentum must be in [0, 1), got {self.momentum}")
-        if self.weight_decay < 0:
-            raise ValueError(f"finetune.weight_decay must be non-negative, got {self.weight_decay}")
-        if self.warmup_epochs < 0:
-            raise ValueError(f"finetune.warmup_epochs must be >= 0, got {self.warmup_epochs}")
-        if not 0.0 < self.min_scale <= 1.0:
-            raise ValueError(f"finetune.min_scale must be in (0, 1], got {self.min_scale}")
-        if self.num_classes is not None and self.num_classes < 2:
-            raise ValueError(f"finetune.num_classes must be at least 2, got {self.num_classes}")
+        check_fields(
+            self,
+            ("epochs batch_size lr head_lr", POSITIVE),
+            ("momentum", in_range(0, 1, "[)")),
+            ("weight_decay warmup_epochs", NON_NEGATIVE),
+            ("min_scale", in_range(0, 1, "(]")),
+            ("num_classes", Requirement("at least 2 or null", lambda n: n is None or n >= 2)),
+            section="finetune",
+        )
 
 
 class FinetunedClassifier(nn.Module):

@@ -20,7 +20,6 @@ unpickling.
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,7 +35,14 @@ from monoscope.checkpoints import (
     save_model_file,
     train_epochs,
 )
-from monoscope.config import RecordConfig
+from monoscope.config import (
+    NON_NEGATIVE,
+    POSITIVE,
+    POSITIVE_FINITE,
+    RecordConfig,
+    check_fields,
+    one_of,
+)
 from monoscope.equivariant.orbits import QUARTER_TURNS, check_orbit_size, rotate_images
 from monoscope.registry import Registry
 
@@ -103,33 +109,19 @@ class AutoencoderConfig(RecordConfig):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.architecture not in ARCHITECTURES:
-            raise ValueError(
-                f"autoencoder.architecture must be one of {sorted(ARCHITECTURES)}, "
-                f"got '{self.architecture}'"
-            )
-        for key in (
-            "latent_dim",
-            "hidden_dim",
-            "width",
-            "patch_size",
-            "vit_dim",
-            "vit_depth",
-            "vit_heads",
-            "epochs",
-            "batch_size",
-        ):
-            if getattr(self, key) < 1:
-                raise ValueError(f"autoencoder.{key} must be positive, got {getattr(self, key)}")
+        check_fields(
+            self,
+            ("architecture", one_of(sorted(ARCHITECTURES))),
+            ("latent_dim hidden_dim width patch_size vit_dim vit_depth vit_heads", POSITIVE),
+            ("epochs batch_size", POSITIVE),
+            ("lr", POSITIVE_FINITE),
+            ("seed", NON_NEGATIVE),
+        )
         if self.vit_dim % self.vit_heads:
             raise ValueError(
                 f"autoencoder.vit_dim ({self.vit_dim}) must be divisible by vit_heads "
                 f"({self.vit_heads})"
             )
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"autoencoder.lr must be positive and finite, got {self.lr}")
-        if self.seed < 0:
-            raise ValueError(f"autoencoder.seed must be >= 0, got {self.seed}")
 
 
 # ---------------------------------------------------------------------- architectures
