@@ -29,8 +29,8 @@ from torch.utils.data import DataLoader, Dataset
 from monoscope.checkpoints import (
     CheckpointKind,
     Epoch,
-    load_model_file,
-    save_model_file,
+    load_trained_model,
+    save_trained_model,
     train_epochs,
 )
 from monoscope.config import (
@@ -210,9 +210,7 @@ def save_pretrained(
     history: list[dict[str, Any]] | None = None,
 ) -> None:
     """Write a trained model's weights with the config that rebuilds it."""
-    save_model_file(
-        path, PRETRAINED_KIND, model, {"config": config.to_dict(), "history": history or []}
-    )
+    save_trained_model(path, PRETRAINED_KIND, model, config, history)
 
 
 def load_pretrained(
@@ -225,16 +223,15 @@ def load_pretrained(
     tuple
         ``(model in eval mode, config, history)``.
     """
-    model, record = load_model_file(
+    return load_trained_model(
         path,
         (PRETRAINED_KIND, CHECKPOINTS.name),
-        lambda record: build_model(PretrainConfig.from_dict(record["config"])),
+        PretrainConfig,
+        lambda config, record: build_model(config),
         "pretrained contrastive model",
         "pretrain / save_pretrained",
         device,
     )
-    config = PretrainConfig.from_dict(record["config"])
-    return model, config, list(record.get("history", []))
 
 
 # --------------------------------------------------------------------------- training

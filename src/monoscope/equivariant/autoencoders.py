@@ -31,8 +31,8 @@ from torch import nn
 from monoscope.checkpoints import (
     CheckpointKind,
     Epoch,
-    load_model_file,
-    save_model_file,
+    load_trained_model,
+    save_trained_model,
     train_epochs,
 )
 from monoscope.config import (
@@ -411,16 +411,7 @@ def save_autoencoder(
     history: list[dict[str, Any]] | None = None,
 ) -> None:
     """Write a trained model: tensors ``model/<name>``; metadata kind, config, image size."""
-    save_model_file(
-        path,
-        MODEL_KIND,
-        model,
-        {
-            "config": config.to_dict(),
-            "image_size": int(model.image_size),
-            "history": history or [],
-        },
-    )
+    save_trained_model(path, MODEL_KIND, model, config, history, image_size=int(model.image_size))
 
 
 def load_autoencoder(
@@ -430,15 +421,12 @@ def load_autoencoder(
 
     Returns ``(model in eval mode on device, config, history)``.
     """
-    model, record = load_model_file(
+    return load_trained_model(
         path,
         (MODEL_KIND, CHECKPOINTS.name),
-        lambda record: build_autoencoder(
-            AutoencoderConfig.from_dict(record["config"]), int(record["image_size"])
-        ),
+        AutoencoderConfig,
+        lambda config, record: build_autoencoder(config, int(record["image_size"])),
         "base autoencoder",
         "monoscope.equivariant.autoencoders.save_autoencoder or train_autoencoder's checkpoint",
         device,
     )
-    config = AutoencoderConfig.from_dict(record["config"])
-    return model, config, list(record.get("history", []))
