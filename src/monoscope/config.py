@@ -54,16 +54,18 @@ class Requirement:
     holds: Callable[[Any], bool]
 
 
-POSITIVE = Requirement("positive", lambda value: value > 0)
-POSITIVE_OR_NULL = Requirement("positive or null", lambda value: value is None or value > 0)
-POSITIVE_FINITE = Requirement(
-    "positive and finite", lambda value: value > 0 and math.isfinite(value)
-)
-NON_NEGATIVE = Requirement(">= 0", lambda value: value >= 0)
-NON_NEGATIVE_FINITE = Requirement(
-    ">= 0 and finite", lambda value: value >= 0 and math.isfinite(value)
-)
-PROBABILITY = Requirement("in [0, 1]", lambda value: 0 <= value <= 1)
+# The requirements named in check_fields' rules by their text.
+REQUIREMENTS = {
+    requirement.text: requirement
+    for requirement in (
+        Requirement("positive", lambda value: value > 0),
+        Requirement("positive or null", lambda value: value is None or value > 0),
+        Requirement("positive and finite", lambda value: value > 0 and math.isfinite(value)),
+        Requirement(">= 0", lambda value: value >= 0),
+        Requirement(">= 0 and finite", lambda value: value >= 0 and math.isfinite(value)),
+        Requirement("in [0, 1]", lambda value: 0 <= value <= 1),
+    )
+}
 
 
 def one_of(choices: Collection[Any]) -> Requirement:
@@ -89,16 +91,21 @@ def in_range(low: Any, high: Any, closed: str = "[]") -> Requirement:
     return Requirement(f"in {opening}{low}, {high}{closing}", holds)
 
 
-def check_fields(config: Any, *rules: tuple[str, Requirement], section: str | None = None) -> None:
+def check_fields(
+    config: Any, *rules: tuple[str, str | Requirement], section: str | None = None
+) -> None:
     """Check a config's fields against a table of rules; the first failure raises.
 
     Each rule is ``(names, requirement)``: space-separated field names and what each of
-    them must satisfy. The ValueError names ``<section>.<field>`` (``section`` defaults to
-    the config's ``section``), the requirement and the value, e.g.
-    ``augment.hue must be in [0, 0.5], got 0.7``.
+    them must satisfy, a :class:`Requirement` or the text of one of :data:`REQUIREMENTS`
+    (``"positive"``, ``">= 0"``, ``"in [0, 1]"``, ...). The ValueError names
+    ``<section>.<field>`` (``section`` defaults to the config's ``section``), the
+    requirement and the value, e.g. ``augment.hue must be in [0, 0.5], got 0.7``.
     """
     section = section or config.section
     for names, requirement in rules:
+        if isinstance(requirement, str):
+            requirement = REQUIREMENTS[requirement]
         for name in names.split():
             value = getattr(config, name)
             if not requirement.holds(value):

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from monoscope.config import NON_NEGATIVE, POSITIVE, PROBABILITY, check_fields, in_range
+from monoscope.config import check_fields, in_range
 
 LUMA = (0.299, 0.587, 0.114)
 _CROP_ATTEMPTS = 10
@@ -68,7 +68,7 @@ class AugmentConfig:
     gray_prob: float = 0.2
 
     def __post_init__(self) -> None:
-        check_fields(self, ("crop_size", POSITIVE), section="augment")
+        check_fields(self, ("crop_size", "positive"), section="augment")
         if not 0.0 < self.min_scale <= self.max_scale <= 1.0:
             raise ValueError(
                 "augment.min_scale and augment.max_scale must satisfy 0 < min <= max <= 1, "
@@ -81,8 +81,8 @@ class AugmentConfig:
             )
         check_fields(
             self,
-            ("flip_prob jitter_prob gray_prob", PROBABILITY),
-            ("brightness contrast saturation", NON_NEGATIVE),
+            ("flip_prob jitter_prob gray_prob", "in [0, 1]"),
+            ("brightness contrast saturation", ">= 0"),
             ("hue", in_range(0, 0.5)),
             section="augment",
         )

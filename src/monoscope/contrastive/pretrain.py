@@ -33,15 +33,7 @@ from monoscope.checkpoints import (
     save_trained_model,
     train_epochs,
 )
-from monoscope.config import (
-    NON_NEGATIVE,
-    POSITIVE,
-    RecordConfig,
-    at_least,
-    check_fields,
-    in_range,
-    one_of,
-)
+from monoscope.config import RecordConfig, at_least, check_fields, in_range, one_of
 from monoscope.contrastive.augment import AugmentConfig, two_views
 from monoscope.contrastive.losses import info_nce
 from monoscope.contrastive.models import (
@@ -135,11 +127,11 @@ class PretrainConfig(RecordConfig):
         check_fields(
             self,
             ("optimizer", one_of(OPTIMIZERS)),
-            ("temperature lr", POSITIVE),
-            ("epochs projector_hidden_dim projector_out_dim backbone_width", POSITIVE),
+            ("temperature lr", "positive"),
+            ("epochs projector_hidden_dim projector_out_dim backbone_width", "positive"),
             ("batch_size", at_least(2, "InfoNCE needs negatives")),
             ("momentum", in_range(0, 1, "[)")),
-            ("weight_decay warmup_epochs num_workers", NON_NEGATIVE),
+            ("weight_decay warmup_epochs num_workers", ">= 0"),
         )
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))

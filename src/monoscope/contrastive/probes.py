@@ -40,7 +40,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from monoscope.checkpoints import CheckpointKind, Epoch, train_epochs
-from monoscope.config import NON_NEGATIVE, POSITIVE, Requirement, check_fields, in_range, one_of
+from monoscope.config import Requirement, check_fields, in_range, one_of
 from monoscope.contrastive.augment import random_resized_crop
 from monoscope.contrastive.models import ContrastiveModel
 from monoscope.contrastive.pretrain import warmup_cosine_lr
@@ -157,8 +157,8 @@ class ProbeConfig:
         check_fields(
             self,
             ("optimizer", one_of(PROBE_OPTIMIZERS)),
-            ("epochs batch_size lr", POSITIVE),
-            ("weight_decay", NON_NEGATIVE),
+            ("epochs batch_size lr", "positive"),
+            ("weight_decay", ">= 0"),
             section="probe",
         )
 
@@ -418,9 +418,9 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         check_fields(
             self,
-            ("epochs batch_size lr head_lr", POSITIVE),
+            ("epochs batch_size lr head_lr", "positive"),
             ("momentum", in_range(0, 1, "[)")),
-            ("weight_decay warmup_epochs", NON_NEGATIVE),
+            ("weight_decay warmup_epochs", ">= 0"),
             ("min_scale", in_range(0, 1, "(]")),
             ("num_classes", Requirement("at least 2 or null", lambda n: n is None or n >= 2)),
             section="finetune",

@@ -35,14 +35,7 @@ from monoscope.checkpoints import (
     save_trained_model,
     train_epochs,
 )
-from monoscope.config import (
-    NON_NEGATIVE,
-    POSITIVE,
-    POSITIVE_FINITE,
-    RecordConfig,
-    check_fields,
-    one_of,
-)
+from monoscope.config import RecordConfig, check_fields, one_of
 from monoscope.equivariant.orbits import QUARTER_TURNS, check_orbit_size, rotate_images
 from monoscope.registry import Registry
 
@@ -112,10 +105,10 @@ class AutoencoderConfig(RecordConfig):
         check_fields(
             self,
             ("architecture", one_of(sorted(ARCHITECTURES))),
-            ("latent_dim hidden_dim width patch_size vit_dim vit_depth vit_heads", POSITIVE),
-            ("epochs batch_size", POSITIVE),
-            ("lr", POSITIVE_FINITE),
-            ("seed", NON_NEGATIVE),
+            ("latent_dim hidden_dim width patch_size vit_dim vit_depth vit_heads", "positive"),
+            ("epochs batch_size", "positive"),
+            ("lr", "positive and finite"),
+            ("seed", ">= 0"),
         )
         if self.vit_dim % self.vit_heads:
             raise ValueError(

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from monoscope.config import NON_NEGATIVE, POSITIVE, RecordConfig, check_fields, one_of
+from monoscope.config import RecordConfig, check_fields, one_of
 from monoscope.logs import progress_kwargs
 
 log = logging.getLogger(__name__)
@@ -88,9 +88,9 @@ class ProbeConfig(RecordConfig):
         check_fields(self, ("selection", one_of(SELECTIONS)))
         check_fields(
             self,
-            ("logistic_c logistic_max_iter xgb_n_estimators xgb_max_depth", POSITIVE),
-            ("xgb_learning_rate", POSITIVE),
-            ("seed", NON_NEGATIVE),
+            ("logistic_c logistic_max_iter xgb_n_estimators xgb_max_depth", "positive"),
+            ("xgb_learning_rate", "positive"),
+            ("seed", ">= 0"),
         )
 
 

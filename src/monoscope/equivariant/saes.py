@@ -88,16 +88,7 @@ import numpy as np
 import torch
 
 from monoscope.checkpoints import CheckpointKind, Epoch, train_epochs
-from monoscope.config import (
-    NON_NEGATIVE,
-    NON_NEGATIVE_FINITE,
-    POSITIVE,
-    POSITIVE_FINITE,
-    POSITIVE_OR_NULL,
-    RecordConfig,
-    check_fields,
-    one_of,
-)
+from monoscope.config import RecordConfig, check_fields, one_of
 from monoscope.equivariant.orbits import check_orbit_size
 from monoscope.equivariant.symmetry import symmetry_powers, to_canonical
 from monoscope.sae.base import SparseAutoencoder, register_sae
@@ -189,14 +180,14 @@ class OrbitSAEConfig(RecordConfig):
         check_fields(
             self,
             ("encoder_type", one_of(ENCODER_TYPES)),
-            ("k", POSITIVE),
-            ("expansion", POSITIVE_FINITE),
-            ("num_features", POSITIVE_OR_NULL),
-            ("hidden_dim n_centroids", POSITIVE),
-            ("relaxation", NON_NEGATIVE_FINITE),
-            ("lr", POSITIVE_FINITE),
-            ("epochs batch_size", POSITIVE),
-            ("seed", NON_NEGATIVE),
+            ("k", "positive"),
+            ("expansion", "positive and finite"),
+            ("num_features", "positive or null"),
+            ("hidden_dim n_centroids", "positive"),
+            ("relaxation", ">= 0 and finite"),
+            ("lr", "positive and finite"),
+            ("epochs batch_size", "positive"),
+            ("seed", ">= 0"),
         )
         if self.num_features is not None and self.k > self.num_features:
             raise ValueError(f"sae.k ({self.k}) exceeds sae.num_features ({self.num_features})")

@@ -28,16 +28,7 @@ from typing import Any
 import torch
 
 from monoscope.checkpoints import CheckpointKind, Epoch, train_epochs
-from monoscope.config import (
-    NON_NEGATIVE,
-    POSITIVE,
-    POSITIVE_FINITE,
-    POSITIVE_OR_NULL,
-    Requirement,
-    check_fields,
-    in_range,
-    one_of,
-)
+from monoscope.config import Requirement, at_least, check_fields, in_range, one_of
 from monoscope.sae.base import (
     DECODER_BIAS_INITS,
     INIT_METHODS,
@@ -113,14 +104,14 @@ class SAEConfig:
         check_fields(
             self,
             ("variant", one_of(vector_variants())),
-            ("expansion k dead_tokens init_samples", POSITIVE),
-            ("l1_coefficient aux_coef seed", NON_NEGATIVE),
-            ("k_aux", POSITIVE_OR_NULL),
+            ("expansion k dead_tokens init_samples", "positive"),
+            ("l1_coefficient aux_coef seed", ">= 0"),
+            ("k_aux", "positive or null"),
             ("init", one_of(INIT_METHODS)),
             ("decoder_bias_init", one_of(DECODER_BIAS_INITS)),
-            ("lr", POSITIVE_FINITE),
-            ("batch_size epochs resample_samples", POSITIVE),
-            ("resample_every", Requirement(">= 0 (0 turns resampling off)", NON_NEGATIVE.holds)),
+            ("lr", "positive and finite"),
+            ("batch_size epochs resample_samples", "positive"),
+            ("resample_every", at_least(0, "0 turns resampling off")),
             ("resample_window", window),
             ("dead_threshold", in_range(0, 1, "(]")),
             section="sae",
