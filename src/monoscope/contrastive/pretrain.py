@@ -30,6 +30,7 @@ from monoscope.checkpoints import (
     CheckpointKind,
     Epoch,
     load_trained_model,
+    optimizer_step,
     save_trained_model,
     train_epochs,
 )
@@ -297,9 +298,7 @@ def pretrain(
             embeddings = model.embed(model.normalize(torch.cat([view_a, view_b])))
             z_a, z_b = embeddings.chunk(2)
             loss = info_nce(z_a, z_b, config.temperature)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            optimizer_step(optimizer, loss)
             loss_sum += loss.detach()
             epoch.advance()
         return {"loss": float(loss_sum) / steps_per_epoch, "lr": lr}

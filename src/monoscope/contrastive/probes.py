@@ -39,7 +39,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from monoscope.checkpoints import CheckpointKind, Epoch, train_epochs
+from monoscope.checkpoints import (
+    CheckpointKind,
+    Epoch,
+    optimizer_step,
+    train_epochs,
+)
 from monoscope.config import Requirement, check_fields, in_range, one_of
 from monoscope.contrastive.augment import random_resized_crop
 from monoscope.contrastive.models import ContrastiveModel
@@ -228,9 +233,7 @@ def train_linear_classifier(
         for start in range(0, len(order), config.batch_size):
             batch = order[start : start + config.batch_size]
             loss = F.cross_entropy(classifier(features[batch]), labels[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            optimizer_step(optimizer, loss)
     return classifier.eval()
 
 
@@ -566,9 +569,7 @@ def finetune(
             if train_transform is not None:
                 inputs = train_transform(inputs)
             loss = F.cross_entropy(classifier(inputs), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            optimizer_step(optimizer, loss)
             loss_sum += loss.detach()
             epoch.advance()
         return {"loss": float(loss_sum) / steps_per_epoch}

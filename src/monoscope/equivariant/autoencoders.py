@@ -32,6 +32,7 @@ from monoscope.checkpoints import (
     CheckpointKind,
     Epoch,
     load_trained_model,
+    optimizer_step,
     save_trained_model,
     train_epochs,
 )
@@ -329,9 +330,7 @@ def train_autoencoder(
             batch = batch.to(device)
             reconstruction, _ = model(batch)
             loss = (reconstruction - batch).pow(2).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            optimizer_step(optimizer, loss)
             loss_sum += loss.detach().double() * batch.shape[0]
             epoch.advance()
         return {"loss": float(loss_sum) / count}
