@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import interrupted_after_first_epoch
 
 import monoscope  # noqa: F401  (must precede any torchvision import)
-from monoscope import checkpoints
 from monoscope.checkpoints import (
     CheckpointKind,
     Epoch,
@@ -90,19 +90,6 @@ def toy_run(config: ToyConfig, checkpoint=None, loss_scale: float = 1.0):
 
 def without_seconds(history):
     return [{k: v for k, v in record.items() if k != "seconds"} for record in history]
-
-
-def interrupted_after_first_epoch(monkeypatch, run):
-    real_save = checkpoints.save_checkpoint
-
-    def save_then_die(*args, **kwargs):
-        real_save(*args, **kwargs)
-        raise KeyboardInterrupt  # the job is killed right after the first epoch
-
-    monkeypatch.setattr(checkpoints, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        run()
-    monkeypatch.setattr(checkpoints, "save_checkpoint", real_save)
 
 
 def test_resumed_run_equals_uninterrupted(tmp_path, monkeypatch):

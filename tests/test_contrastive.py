@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import interrupted_after_first_epoch
 
 import monoscope  # noqa: F401  (must precede any torchvision import)
 from monoscope import checkpoints
@@ -309,16 +310,9 @@ def test_pretraining_is_reproducible(tiny_images, uninterrupted):
 
 def test_resume_equals_uninterrupted(tiny_images, uninterrupted, tmp_path, monkeypatch):
     checkpoint = tmp_path / "state.safetensors"
-    real_save = checkpoints.save_checkpoint
-
-    def save_then_die(*args, **kwargs):
-        real_save(*args, **kwargs)
-        raise KeyboardInterrupt  # the job is killed right after the first epoch
-
-    monkeypatch.setattr(checkpoints, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        pretrain(tiny_images, tiny_config(), checkpoint=checkpoint)
-    monkeypatch.setattr(checkpoints, "save_checkpoint", real_save)
+    interrupted_after_first_epoch(
+        monkeypatch, lambda: pretrain(tiny_images, tiny_config(), checkpoint=checkpoint)
+    )
     assert checkpoint.exists()
 
     model, history = pretrain(tiny_images, tiny_config(), checkpoint=checkpoint)

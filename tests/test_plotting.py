@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from helpers import PNG_MAGIC, open_png
 
 from monoscope.data import DataConfig, ImageDataset, make_sample_table
 from monoscope.plotting import plot_reference_grid
 from monoscope.references import EMPTY_ID, TopReferences
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 DPI = 110  # plot_reference_grid saves at this resolution
 
 
@@ -45,15 +44,6 @@ def _references(dataset: ImageDataset, spatial_shape) -> TopReferences:
     return TopReferences(sample_ids, scores, positions, spatial_shape)
 
 
-def _open_png(path) -> np.ndarray:
-    data = path.read_bytes()
-    assert data[:8] == PNG_MAGIC
-    with Image.open(path) as image:
-        assert image.format == "PNG"
-        image.load()
-        return np.asarray(image.convert("RGB"))
-
-
 def _red_pixels(pixels: np.ndarray) -> int:
     red, green, blue = (pixels[..., channel].astype(int) for channel in range(3))
     return int(((red > 150) & (green < 100) & (blue < 100)).sum())
@@ -66,7 +56,7 @@ def test_plot_reference_grid_writes_png(tmp_path, dataset):
     path = tmp_path / "figures" / "grid.png"
     plot_reference_grid(references, data, path, class_names=classes, title="layer4 actmax")
     assert path.is_file()
-    pixels = _open_png(path)
+    pixels = open_png(path)
     rows, columns = 3, 4
     expected_w = (1.25 * columns + 0.6) * DPI
     expected_h = (1.35 * rows + 0.6) * DPI
@@ -85,13 +75,13 @@ def test_plot_reference_grid_clips_rows_and_columns(tmp_path, dataset):
     references = _references(data, (4, 4))
     path = tmp_path / "small.png"
     plot_reference_grid(references, data, path, channels=2, columns=2)
-    height, width, _ = _open_png(path).shape
+    height, width, _ = open_png(path).shape
     assert abs(width - (1.25 * 2 + 0.6) * DPI) <= 2
     assert abs(height - (1.35 * 2 + 0.6) * DPI) <= 2
     # More channels and columns than there are only shows what exists.
     wide = tmp_path / "wide.png"
     plot_reference_grid(references, data, wide, channels=50, columns=50)
-    height, width, _ = _open_png(wide).shape
+    height, width, _ = open_png(wide).shape
     assert abs(width - (1.25 * 4 + 0.6) * DPI) <= 2
     assert abs(height - (1.35 * 3 + 0.6) * DPI) <= 2
 
@@ -101,12 +91,12 @@ def test_plot_reference_grid_without_spatial_map_draws_no_boxes(tmp_path, datase
     references = _references(data, ())
     path = tmp_path / "flat.png"
     plot_reference_grid(references, data, path)
-    pixels = _open_png(path)
+    pixels = open_png(path)
     # Digits are grey and text is black: red only ever comes from the position boxes.
     assert _red_pixels(pixels) == 0
     boxed = tmp_path / "boxed.png"
     plot_reference_grid(_references(data, (4, 4)), data, boxed)
-    assert _red_pixels(_open_png(boxed)) > 0
+    assert _red_pixels(open_png(boxed)) > 0
 
 
 def test_plot_reference_grid_replaces_existing_file(tmp_path, dataset):

@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from helpers import open_png
 
 from monoscope.data import InMemoryDataset
 from monoscope.plotting import plot_circuit_umap, plot_virtual_neurons
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 DPI = 110  # the figures are saved at this resolution
 
 
@@ -23,15 +22,6 @@ def dataset() -> InMemoryDataset:
     return InMemoryDataset(images, labels, sample_ids=torch.arange(40) * 3 + 1000)
 
 
-def _open_png(path) -> np.ndarray:
-    data = path.read_bytes()
-    assert data[:8] == PNG_MAGIC
-    with Image.open(path) as image:
-        assert image.format == "PNG"
-        image.load()
-        return np.asarray(image.convert("RGB"))
-
-
 def _size_for(width_in: float, height_in: float) -> tuple[int, int]:
     """(height, width) in pixels of a figure of that size saved at DPI."""
     return round(height_in * DPI), round(width_in * DPI)
@@ -42,7 +32,7 @@ def test_plot_virtual_neurons_writes_a_png(tmp_path, dataset):
     labels = torch.arange(24) % 3  # three clusters of 8 references
     path = tmp_path / "virtual.png"
     plot_virtual_neurons(ids, labels, dataset, path, class_names=list("abcd"), title="neuron 0")
-    pixels = _open_png(path)
+    pixels = open_png(path)
     columns, clusters = 8, 3
     expected = _size_for(1.25 * columns + 0.9, 1.4 * clusters + 0.6)
     assert pixels.shape == (*expected, 3)
@@ -57,7 +47,7 @@ def test_plot_virtual_neurons_cluster_with_fewer_members_than_columns(tmp_path, 
     labels = torch.tensor([0] * 10 + [1, 1, 2])
     path = tmp_path / "sparse.png"
     plot_virtual_neurons(ids, labels, dataset, path, columns=6)
-    pixels = _open_png(path)
+    pixels = open_png(path)
     assert pixels.shape == (*_size_for(1.25 * 6 + 0.9, 1.4 * 3 + 0.6), 3)
     # Six, two and one images: the drawn share of each row falls accordingly.
     drawn = [(row < 200).any(axis=2).mean() for row in np.array_split(pixels, 3, axis=0)]
@@ -71,7 +61,7 @@ def test_plot_virtual_neurons_empty_cluster_row(tmp_path, dataset):
     labels = torch.tensor([0, 0, 2, 2, 2, 0])  # cluster 1 has no member
     path = tmp_path / "gap.png"
     plot_virtual_neurons(ids, labels, dataset, path, columns=4)
-    pixels = _open_png(path)
+    pixels = open_png(path)
     height, width = _size_for(1.25 * 4 + 0.9, 1.4 * 3 + 0.6)
     assert pixels.shape == (height, width, 3)
     # The middle (empty) row is almost plain white; the others hold images.
@@ -90,7 +80,7 @@ def test_plot_circuit_umap_writes_a_png(tmp_path, dataset):
     ids = dataset.sample_ids[:n]
     path = tmp_path / "umap.png"
     plot_circuit_umap(vectors, labels, ids, dataset, path, thumbnails=5, title="neuron 3")
-    pixels = _open_png(path)
+    pixels = open_png(path)
     assert pixels.shape == (*_size_for(6.5, 5.5), 3)
     assert pixels.std() > 10
     assert [p.name for p in tmp_path.iterdir()] == ["umap.png"]

@@ -336,6 +336,13 @@ def train_epochs(
     return history
 
 
+def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """One gradient step on ``loss``: clear the gradients, backpropagate, step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
 # --------------------------------------------------------------------------- model files
 
 
@@ -390,3 +397,43 @@ def load_model_file(
         model = build(record)
     model.load_state_dict(state)
     return model.to(device).eval(), record
+
+
+def save_trained_model(
+    path: str | os.PathLike,
+    kind: str,
+    model: torch.nn.Module,
+    config: Any,
+    history: list[Record] | None = None,
+    **entries: Any,
+) -> None:
+    """:func:`save_model_file` of a trainer's result: the record of its dataclass
+    ``config``, its ``history`` and the ``entries`` that rebuild the model."""
+    save_model_file(
+        path, kind, model, {"config": config_record(config), "history": history or [], **entries}
+    )
+
+
+def load_trained_model(
+    path: str | os.PathLike,
+    kinds: Iterable[str],
+    config_type: Any,
+    build: Callable[[Any, Record], torch.nn.Module],
+    what: str,
+    written_by: str,
+    device: torch.device | str = "cpu",
+) -> tuple[torch.nn.Module, Any, list[Record]]:
+    """Inverse of :func:`save_trained_model` (for model files and checkpoints alike):
+    ``build(config, record)`` makes the model, ``config_type.from_dict`` the config.
+
+    Returns ``(model in eval mode on device, config, history)``.
+    """
+    model, record = load_model_file(
+        path,
+        kinds,
+        lambda record: build(config_type.from_dict(record["config"]), record),
+        what,
+        written_by,
+        device,
+    )
+    return model, config_type.from_dict(record["config"]), list(record.get("history", []))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, ClassVar, TypeVar
 
 T = TypeVar("T")
@@ -43,6 +44,72 @@ class RecordConfig:
         if unknown:
             raise ValueError(f"unknown {cls.section} config keys: {sorted(unknown)}")
         return cls(**record)
+
+
+@dataclasses.dataclass(frozen=True)
+class Requirement:
+    """What a config field must satisfy: ``text`` in the error, ``holds(value)`` the test."""
+
+    text: str
+    holds: Callable[[Any], bool]
+
+
+# The requirements named in check_fields' rules by their text.
+REQUIREMENTS = {
+    requirement.text: requirement
+    for requirement in (
+        Requirement("positive", lambda value: value > 0),
+        Requirement("positive or null", lambda value: value is None or value > 0),
+        Requirement("positive and finite", lambda value: value > 0 and math.isfinite(value)),
+        Requirement(">= 0", lambda value: value >= 0),
+        Requirement(">= 0 and finite", lambda value: value >= 0 and math.isfinite(value)),
+        Requirement("in [0, 1]", lambda value: 0 <= value <= 1),
+    )
+}
+
+
+def one_of(choices: Collection[Any]) -> Requirement:
+    """The value is one of ``choices`` (named as given in the error)."""
+    return Requirement(f"one of {choices}", lambda value: value in choices)
+
+
+def at_least(low: Any, why: str = "") -> Requirement:
+    """The value is ``low`` or more; ``why`` is added to the error in brackets."""
+    return Requirement(f"at least {low}" + (f" ({why})" if why else ""), lambda value: value >= low)
+
+
+def in_range(low: Any, high: Any, closed: str = "[]") -> Requirement:
+    """The value lies between ``low`` and ``high``; ``closed`` gives the interval's
+    brackets (``"[]"``, ``"[)"``, ``"(]"`` or ``"()"``), as the error writes it."""
+    opening, closing = closed
+
+    def holds(value: Any) -> bool:
+        above = value >= low if opening == "[" else value > low
+        below = value <= high if closing == "]" else value < high
+        return above and below
+
+    return Requirement(f"in {opening}{low}, {high}{closing}", holds)
+
+
+def check_fields(
+    config: Any, *rules: tuple[str, str | Requirement], section: str | None = None
+) -> None:
+    """Check a config's fields against a table of rules; the first failure raises.
+
+    Each rule is ``(names, requirement)``: space-separated field names and what each of
+    them must satisfy, a :class:`Requirement` or the text of one of :data:`REQUIREMENTS`
+    (``"positive"``, ``">= 0"``, ``"in [0, 1]"``, ...). The ValueError names
+    ``<section>.<field>`` (``section`` defaults to the config's ``section``), the
+    requirement and the value, e.g. ``augment.hue must be in [0, 0.5], got 0.7``.
+    """
+    section = section or config.section
+    for names, requirement in rules:
+        if isinstance(requirement, str):
+            requirement = REQUIREMENTS[requirement]
+        for name in names.split():
+            value = getattr(config, name)
+            if not requirement.holds(value):
+                raise ValueError(f"{section}.{name} must be {requirement.text}, got {value!r}")
 
 
 def _freeze(value: Any) -> Any:

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from monoscope.config import check_fields, in_range
+
 LUMA = (0.299, 0.587, 0.114)
 _CROP_ATTEMPTS = 10
 
@@ -66,8 +68,7 @@ class AugmentConfig:
     gray_prob: float = 0.2
 
     def __post_init__(self) -> None:
-        if self.crop_size < 1:
-            raise ValueError(f"augment.crop_size must be positive, got {self.crop_size}")
+        check_fields(self, ("crop_size", "positive"), section="augment")
         if not 0.0 < self.min_scale <= self.max_scale <= 1.0:
             raise ValueError(
                 "augment.min_scale and augment.max_scale must satisfy 0 < min <= max <= 1, "
@@ -78,16 +79,13 @@ class AugmentConfig:
                 "augment.min_ratio and augment.max_ratio must satisfy 0 < min <= max, "
                 f"got {self.min_ratio} and {self.max_ratio}"
             )
-        for key in ("flip_prob", "jitter_prob", "gray_prob"):
-            value = getattr(self, key)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"augment.{key} must be in [0, 1], got {value}")
-        for key in ("brightness", "contrast", "saturation"):
-            value = getattr(self, key)
-            if value < 0:
-                raise ValueError(f"augment.{key} must be non-negative, got {value}")
-        if not 0.0 <= self.hue <= 0.5:
-            raise ValueError(f"augment.hue must be in [0, 0.5], got {self.hue}")
+        check_fields(
+            self,
+            ("flip_prob jitter_prob gray_prob", "in [0, 1]"),
+            ("brightness contrast saturation", ">= 0"),
+            ("hue", in_range(0, 0.5)),
+            section="augment",
+        )
 
 
 def _uniform(n: int, low: float, high: float, generator: torch.Generator | None) -> torch.Tensor:

@@ -29,11 +29,12 @@ from torch.utils.data import DataLoader, Dataset
 from monoscope.checkpoints import (
     CheckpointKind,
     Epoch,
-    load_model_file,
-    save_model_file,
+    load_trained_model,
+    optimizer_step,
+    save_trained_model,
     train_epochs,
 )
-from monoscope.config import RecordConfig
+from monoscope.config import RecordConfig, at_least, check_fields, in_range, one_of
 from monoscope.contrastive.augment import AugmentConfig, two_views
 from monoscope.contrastive.losses import info_nce
 from monoscope.contrastive.models import (
@@ -111,14 +112,12 @@ class PretrainConfig(RecordConfig):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"pretrain.method must be one of {METHODS}, got '{self.method}'")
+        check_fields(self, ("method", one_of(METHODS)))
         if self.nonneg is None:
             # Frozen dataclass: the resolved default is stored so that a saved config
             # says which map was used.
             object.__setattr__(self, "nonneg", DEFAULT_NONNEG[self.method])
-        if self.nonneg not in NONNEG_MAPS:
-            raise ValueError(f"pretrain.nonneg must be one of {NONNEG_MAPS}, got '{self.nonneg}'")
+        check_fields(self, ("nonneg", one_of(NONNEG_MAPS)))
         if self.method == "simclr" and self.nonneg != "none":
             raise ValueError(
                 f"pretrain.nonneg must be 'none' for method 'simclr', got '{self.nonneg}' "
@@ -126,33 +125,15 @@ class PretrainConfig(RecordConfig):
             )
         if self.method == "ncl" and self.nonneg == "none":
             raise ValueError("pretrain.nonneg must be 'relu' or 'relu_gelu_grad' for method 'ncl'")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(
-                f"pretrain.optimizer must be one of {OPTIMIZERS}, got '{self.optimizer}'"
-            )
-        if self.temperature <= 0:
-            raise ValueError(f"pretrain.temperature must be positive, got {self.temperature}")
-        for key in (
-            "epochs",
-            "batch_size",
-            "projector_hidden_dim",
-            "projector_out_dim",
-            "backbone_width",
-        ):
-            if getattr(self, key) < 1:
-                raise ValueError(f"pretrain.{key} must be positive, got {getattr(self, key)}")
-        if self.batch_size < 2:
-            raise ValueError("pretrain.batch_size must be at least 2 (InfoNCE needs negatives)")
-        if self.lr <= 0:
-            raise ValueError(f"pretrain.lr must be positive, got {self.lr}")
-        if not 0.0 <= self.momentum < 1.0:
-            raise ValueError(f"pretrain.momentum must be in [0, 1), got {self.momentum}")
-        if self.weight_decay < 0:
-            raise ValueError(f"pretrain.weight_decay must be non-negative, got {self.weight_decay}")
-        if self.warmup_epochs < 0:
-            raise ValueError(f"pretrain.warmup_epochs must be >= 0, got {self.warmup_epochs}")
-        if self.num_workers < 0:
-            raise ValueError(f"pretrain.num_workers must be >= 0, got {self.num_workers}")
+        check_fields(
+            self,
+            ("optimizer", one_of(OPTIMIZERS)),
+            ("temperature lr", "positive"),
+            ("epochs projector_hidden_dim projector_out_dim backbone_width", "positive"),
+            ("batch_size", at_least(2, "InfoNCE needs negatives")),
+            ("momentum", in_range(0, 1, "[)")),
+            ("weight_decay warmup_epochs num_workers", ">= 0"),
+        )
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
@@ -222,9 +203,7 @@ def save_pretrained(
     history: list[dict[str, Any]] | None = None,
 ) -> None:
     """Write a trained model's weights with the config that rebuilds it."""
-    save_model_file(
-        path, PRETRAINED_KIND, model, {"config": config.to_dict(), "history": history or []}
-    )
+    save_trained_model(path, PRETRAINED_KIND, model, config, history)
 
 
 def load_pretrained(
@@ -237,16 +216,15 @@ def load_pretrained(
     tuple
         ``(model in eval mode, config, history)``.
     """
-    model, record = load_model_file(
+    return load_trained_model(
         path,
         (PRETRAINED_KIND, CHECKPOINTS.name),
-        lambda record: build_model(PretrainConfig.from_dict(record["config"])),
+        PretrainConfig,
+        lambda config, record: build_model(config),
         "pretrained contrastive model",
         "pretrain / save_pretrained",
         device,
     )
-    config = PretrainConfig.from_dict(record["config"])
-    return model, config, list(record.get("history", []))
 
 
 # --------------------------------------------------------------------------- training
@@ -320,9 +298,7 @@ def pretrain(
             embeddings = model.embed(model.normalize(torch.cat([view_a, view_b])))
             z_a, z_b = embeddings.chunk(2)
             loss = info_nce(z_a, z_b, config.temperature)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            optimizer_step(optimizer, loss)
             loss_sum += loss.detach()
             epoch.advance()
         return {"loss": float(loss_sum) / steps_per_epoch, "lr": lr}

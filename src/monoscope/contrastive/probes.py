@@ -39,7 +39,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from monoscope.checkpoints import CheckpointKind, Epoch, train_epochs
+from monoscope.checkpoints import (
+    CheckpointKind,
+    Epoch,
+    optimizer_step,
+    train_epochs,
+)
+from monoscope.config import Requirement, check_fields, in_range, one_of
 from monoscope.contrastive.augment import random_resized_crop
 from monoscope.contrastive.models import ContrastiveModel
 from monoscope.contrastive.pretrain import warmup_cosine_lr
@@ -153,17 +159,13 @@ class ProbeConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.optimizer not in PROBE_OPTIMIZERS:
-            raise ValueError(
-                f"probe.optimizer must be one of {PROBE_OPTIMIZERS}, got '{self.optimizer}'"
-            )
-        for key in ("epochs", "batch_size"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"probe.{key} must be positive, got {getattr(self, key)}")
-        if self.lr <= 0:
-            raise ValueError(f"probe.lr must be positive, got {self.lr}")
-        if self.weight_decay < 0:
-            raise ValueError(f"probe.weight_decay must be non-negative, got {self.weight_decay}")
+        check_fields(
+            self,
+            ("optimizer", one_of(PROBE_OPTIMIZERS)),
+            ("epochs batch_size lr", "positive"),
+            ("weight_decay", ">= 0"),
+            section="probe",
+        )
 
 
 def _num_classes(*label_sets: torch.Tensor) -> int:
@@ -231,9 +233,7 @@ def train_linear_classifier(
         for start in range(0, len(order), config.batch_size):
             batch = order[start : start + config.batch_size]
             loss = F.cross_entropy(classifier(features[batch]), labels[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            optimizer_step(optimizer, loss)
     return classifier.eval()
 
 
@@ -419,22 +419,15 @@ class FinetuneConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for key in ("epochs", "batch_size"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"finetune.{key} must be positive, got {getattr(self, key)}")
-        for key in ("lr", "head_lr"):
-            if getattr(self, key) <= 0:
-                raise ValueError(f"finetune.{key} must be positive, got {getattr(self, key)}")
-        if not 0.0 <= self.momentum < 1.0:
-            raise ValueError(f"finetune.momentum must be in [0, 1), got {self.momentum}")
-        if self.weight_decay < 0:
-            raise ValueError(f"finetune.weight_decay must be non-negative, got {self.weight_decay}")
-        if self.warmup_epochs < 0:
-            raise ValueError(f"finetune.warmup_epochs must be >= 0, got {self.warmup_epochs}")
-        if not 0.0 < self.min_scale <= 1.0:
-            raise ValueError(f"finetune.min_scale must be in (0, 1], got {self.min_scale}")
-        if self.num_classes is not None and self.num_classes < 2:
-            raise ValueError(f"finetune.num_classes must be at least 2, got {self.num_classes}")
+        check_fields(
+            self,
+            ("epochs batch_size lr head_lr", "positive"),
+            ("momentum", in_range(0, 1, "[)")),
+            ("weight_decay warmup_epochs", ">= 0"),
+            ("min_scale", in_range(0, 1, "(]")),
+            ("num_classes", Requirement("at least 2 or null", lambda n: n is None or n >= 2)),
+            section="finetune",
+        )
 
 
 class FinetunedClassifier(nn.Module):
@@ -576,9 +569,7 @@ def finetune(
             if train_transform is not None:
                 inputs = train_transform(inputs)
             loss = F.cross_entropy(classifier(inputs), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            optimizer_step(optimizer, loss)
             loss_sum += loss.detach()
             epoch.advance()
         return {"loss": float(loss_sum) / steps_per_epoch}

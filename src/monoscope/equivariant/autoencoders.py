@@ -20,7 +20,6 @@ unpickling.
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,11 +31,12 @@ from torch import nn
 from monoscope.checkpoints import (
     CheckpointKind,
     Epoch,
-    load_model_file,
-    save_model_file,
+    load_trained_model,
+    optimizer_step,
+    save_trained_model,
     train_epochs,
 )
-from monoscope.config import RecordConfig
+from monoscope.config import RecordConfig, check_fields, one_of
 from monoscope.equivariant.orbits import QUARTER_TURNS, check_orbit_size, rotate_images
 from monoscope.registry import Registry
 
@@ -103,33 +103,19 @@ class AutoencoderConfig(RecordConfig):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.architecture not in ARCHITECTURES:
-            raise ValueError(
-                f"autoencoder.architecture must be one of {sorted(ARCHITECTURES)}, "
-                f"got '{self.architecture}'"
-            )
-        for key in (
-            "latent_dim",
-            "hidden_dim",
-            "width",
-            "patch_size",
-            "vit_dim",
-            "vit_depth",
-            "vit_heads",
-            "epochs",
-            "batch_size",
-        ):
-            if getattr(self, key) < 1:
-                raise ValueError(f"autoencoder.{key} must be positive, got {getattr(self, key)}")
+        check_fields(
+            self,
+            ("architecture", one_of(sorted(ARCHITECTURES))),
+            ("latent_dim hidden_dim width patch_size vit_dim vit_depth vit_heads", "positive"),
+            ("epochs batch_size", "positive"),
+            ("lr", "positive and finite"),
+            ("seed", ">= 0"),
+        )
         if self.vit_dim % self.vit_heads:
             raise ValueError(
                 f"autoencoder.vit_dim ({self.vit_dim}) must be divisible by vit_heads "
                 f"({self.vit_heads})"
             )
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"autoencoder.lr must be positive and finite, got {self.lr}")
-        if self.seed < 0:
-            raise ValueError(f"autoencoder.seed must be >= 0, got {self.seed}")
 
 
 # ---------------------------------------------------------------------- architectures
@@ -344,9 +330,7 @@ def train_autoencoder(
             batch = batch.to(device)
             reconstruction, _ = model(batch)
             loss = (reconstruction - batch).pow(2).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            optimizer_step(optimizer, loss)
             loss_sum += loss.detach().double() * batch.shape[0]
             epoch.advance()
         return {"loss": float(loss_sum) / count}
@@ -419,16 +403,7 @@ def save_autoencoder(
     history: list[dict[str, Any]] | None = None,
 ) -> None:
     """Write a trained model: tensors ``model/<name>``; metadata kind, config, image size."""
-    save_model_file(
-        path,
-        MODEL_KIND,
-        model,
-        {
-            "config": config.to_dict(),
-            "image_size": int(model.image_size),
-            "history": history or [],
-        },
-    )
+    save_trained_model(path, MODEL_KIND, model, config, history, image_size=int(model.image_size))
 
 
 def load_autoencoder(
@@ -438,15 +413,12 @@ def load_autoencoder(
 
     Returns ``(model in eval mode on device, config, history)``.
     """
-    model, record = load_model_file(
+    return load_trained_model(
         path,
         (MODEL_KIND, CHECKPOINTS.name),
-        lambda record: build_autoencoder(
-            AutoencoderConfig.from_dict(record["config"]), int(record["image_size"])
-        ),
+        AutoencoderConfig,
+        lambda config, record: build_autoencoder(config, int(record["image_size"])),
         "base autoencoder",
         "monoscope.equivariant.autoencoders.save_autoencoder or train_autoencoder's checkpoint",
         device,
     )
-    config = AutoencoderConfig.from_dict(record["config"])
-    return model, config, list(record.get("history", []))

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from monoscope.config import RecordConfig
+from monoscope.config import RecordConfig, check_fields, one_of
 from monoscope.logs import progress_kwargs
 
 log = logging.getLogger(__name__)
@@ -85,21 +85,13 @@ class ProbeConfig(RecordConfig):
         unknown = sorted(set(self.probes) - set(PROBES))
         if unknown or not self.probes:
             raise ValueError(f"probes.probes must be a non-empty subset of {PROBES}, got {unknown}")
-        if self.selection not in SELECTIONS:
-            raise ValueError(
-                f"probes.selection must be one of {SELECTIONS}, got '{self.selection}'"
-            )
-        checks = (
-            ("logistic_c", self.logistic_c > 0),
-            ("logistic_max_iter", self.logistic_max_iter >= 1),
-            ("xgb_n_estimators", self.xgb_n_estimators >= 1),
-            ("xgb_max_depth", self.xgb_max_depth >= 1),
-            ("xgb_learning_rate", self.xgb_learning_rate > 0),
-            ("seed", self.seed >= 0),
+        check_fields(self, ("selection", one_of(SELECTIONS)))
+        check_fields(
+            self,
+            ("logistic_c logistic_max_iter xgb_n_estimators xgb_max_depth", "positive"),
+            ("xgb_learning_rate", "positive"),
+            ("seed", ">= 0"),
         )
-        for key, valid in checks:
-            if not valid:
-                raise ValueError(f"probes.{key} must be positive, got {getattr(self, key)!r}")
 
 
 def f1_binary(y_true: np.ndarray, y_pred: np.ndarray) -> float:

@@ -79,7 +79,6 @@ evaluated with the shared metrics of :mod:`monoscope.sae.metrics`.
 from __future__ import annotations
 
 import logging
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,7 +88,7 @@ import numpy as np
 import torch
 
 from monoscope.checkpoints import CheckpointKind, Epoch, train_epochs
-from monoscope.config import RecordConfig
+from monoscope.config import RecordConfig, check_fields, one_of
 from monoscope.equivariant.orbits import check_orbit_size
 from monoscope.equivariant.symmetry import symmetry_powers, to_canonical
 from monoscope.sae.base import SparseAutoencoder, register_sae
@@ -155,8 +154,7 @@ class OrbitSAEConfig(RecordConfig):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.family not in FAMILIES:
-            raise ValueError(f"sae.family must be one of {FAMILIES}, got '{self.family}'")
+        check_fields(self, ("family", one_of(FAMILIES)))
         if self.family == "equivariant":
             if self.loss_type not in LOSS_TYPES:
                 raise ValueError(
@@ -179,29 +177,18 @@ class OrbitSAEConfig(RecordConfig):
                 "sae.unit_decoder must be false for the archetypal family: its atoms are "
                 "convex combinations of centroids, which normalising would break"
             )
-        if self.encoder_type not in ENCODER_TYPES:
-            raise ValueError(
-                f"sae.encoder_type must be one of {ENCODER_TYPES}, got '{self.encoder_type}'"
-            )
-        checks = (
-            ("k", self.k >= 1, "positive"),
-            ("expansion", self.expansion > 0 and math.isfinite(self.expansion), "positive"),
-            (
-                "num_features",
-                self.num_features is None or self.num_features >= 1,
-                "positive or null",
-            ),
-            ("hidden_dim", self.hidden_dim >= 1, "positive"),
-            ("n_centroids", self.n_centroids >= 1, "positive"),
-            ("relaxation", self.relaxation >= 0 and math.isfinite(self.relaxation), ">= 0"),
-            ("lr", self.lr > 0 and math.isfinite(self.lr), "positive and finite"),
-            ("epochs", self.epochs >= 1, "positive"),
-            ("batch_size", self.batch_size >= 1, "positive"),
-            ("seed", self.seed >= 0, ">= 0"),
+        check_fields(
+            self,
+            ("encoder_type", one_of(ENCODER_TYPES)),
+            ("k", "positive"),
+            ("expansion", "positive and finite"),
+            ("num_features", "positive or null"),
+            ("hidden_dim n_centroids", "positive"),
+            ("relaxation", ">= 0 and finite"),
+            ("lr", "positive and finite"),
+            ("epochs batch_size", "positive"),
+            ("seed", ">= 0"),
         )
-        for key, valid, requirement in checks:
-            if not valid:
-                raise ValueError(f"sae.{key} must be {requirement}, got {getattr(self, key)!r}")
         if self.num_features is not None and self.k > self.num_features:
             raise ValueError(f"sae.k ({self.k}) exceeds sae.num_features ({self.num_features})")
 

@@ -17,6 +17,7 @@ from monoscope.checkpoints import (
     CheckpointKind,
     Epoch,
     config_record,
+    optimizer_step,
     save_model_file,
     train_epochs,
 )
@@ -127,9 +128,7 @@ def train_demo_cnn(
         for images, labels, _ in loader:
             images, labels = images.to(device), labels.to(device)
             loss = loss_fn(net(model.normalize(images)), model.targets(labels))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            optimizer_step(optimizer, loss)
             schedule.step()
             running += loss.item() * len(labels)
             epoch.advance()

@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import math
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from typing import Any
 import torch
 
 from monoscope.checkpoints import CheckpointKind, Epoch, train_epochs
+from monoscope.config import Requirement, at_least, check_fields, in_range, one_of
 from monoscope.sae.base import (
     DECODER_BIAS_INITS,
     INIT_METHODS,
@@ -97,38 +97,25 @@ class SAEConfig:
     dead_threshold: float = 1e-7
 
     def __post_init__(self) -> None:
-        checks = (
-            ("variant", self.variant in vector_variants(), f"one of {vector_variants()}"),
-            ("expansion", self.expansion > 0, "positive"),
-            ("l1_coefficient", self.l1_coefficient >= 0, ">= 0"),
-            ("k", self.k >= 1, "positive"),
-            ("k_aux", self.k_aux is None or self.k_aux >= 1, "positive or null"),
-            ("aux_coef", self.aux_coef >= 0, ">= 0"),
-            ("dead_tokens", self.dead_tokens >= 1, "positive"),
-            ("init", self.init in INIT_METHODS, f"one of {INIT_METHODS}"),
-            (
-                "decoder_bias_init",
-                self.decoder_bias_init in DECODER_BIAS_INITS,
-                f"one of {DECODER_BIAS_INITS}",
-            ),
-            ("init_samples", self.init_samples >= 1, "positive"),
-            ("lr", self.lr > 0 and math.isfinite(self.lr), "positive and finite"),
-            ("batch_size", self.batch_size >= 1, "positive"),
-            ("epochs", self.epochs >= 1, "positive"),
-            ("seed", self.seed >= 0, ">= 0"),
-            ("resample_every", self.resample_every >= 0, ">= 0 (0 turns resampling off)"),
-            (
-                "resample_window",
-                self.resample_window >= 0
-                and (self.resample_every == 0 or self.resample_window <= self.resample_every),
-                "between 0 and resample_every",
-            ),
-            ("resample_samples", self.resample_samples >= 1, "positive"),
-            ("dead_threshold", 0 < self.dead_threshold <= 1, "in (0, 1]"),
+        window = Requirement(
+            "between 0 and resample_every",
+            lambda value: value >= 0 and (self.resample_every == 0 or value <= self.resample_every),
         )
-        for key, valid, requirement in checks:
-            if not valid:
-                raise ValueError(f"sae.{key} must be {requirement}, got {getattr(self, key)!r}")
+        check_fields(
+            self,
+            ("variant", one_of(vector_variants())),
+            ("expansion k dead_tokens init_samples", "positive"),
+            ("l1_coefficient aux_coef seed", ">= 0"),
+            ("k_aux", "positive or null"),
+            ("init", one_of(INIT_METHODS)),
+            ("decoder_bias_init", one_of(DECODER_BIAS_INITS)),
+            ("lr", "positive and finite"),
+            ("batch_size epochs resample_samples", "positive"),
+            ("resample_every", at_least(0, "0 turns resampling off")),
+            ("resample_window", window),
+            ("dead_threshold", in_range(0, 1, "(]")),
+            section="sae",
+        )
 
     def features_for(self, input_dim: int) -> int:
         """K for inputs of dimension ``input_dim``."""

@@ -1,0 +1,33 @@
+"""Helpers shared by several test modules (imported as ``from helpers import ...``)."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from monoscope import checkpoints
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def open_png(path) -> np.ndarray:
+    """The RGB pixels of a PNG file, checking that it is one."""
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        image.load()
+        return np.asarray(image.convert("RGB"))
+
+
+def interrupted_after_first_epoch(monkeypatch, run):
+    """Call ``run`` with the job killed right after its first checkpoint is written."""
+    real_save = checkpoints.save_checkpoint
+
+    def save_then_die(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt  # the job is killed right after the first epoch
+
+    monkeypatch.setattr(checkpoints, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    monkeypatch.setattr(checkpoints, "save_checkpoint", real_save)
