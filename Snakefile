@@ -1,4 +1,5 @@
 # monoscope: one DAG from images to the tables of a paper. See README.md.
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -7,8 +8,13 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
-# Fails before any job starts, naming the offending key; fills in the defaults.
-validate(config, "config/schema.yaml", set_default=True)
+# Fails before any job starts, naming the offending key in one line; fills in the defaults.
+try:
+    validate(config, "config/schema.yaml", set_default=True)
+except WorkflowError as error:
+    from monoscope.preflight import schema_error_summary
+
+    raise WorkflowError(schema_error_summary(error)) from None
 
 
 report: "workflow/report/workflow.rst"

@@ -3,7 +3,6 @@
 import copy
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
@@ -60,18 +59,20 @@ def test_wrong_key_type_or_value_is_named(schema, default_config, change, named)
     assert named in str(error.value)
 
 
-def test_typo_fails_fast_on_the_command_line(repo, tmp_path):
+def test_typo_fails_before_the_dag_in_one_line(repo, tmp_path):
+    """A typo stops Snakemake while the Snakefile is read (no DAG, no job), and the
+    message is one line naming the key, not the ~1,800 lines of the failing schema."""
     typo = tmp_path / "typo.yaml"
     typo.write_text("references:\n  n_refs: 10\n")
-    start = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile", str(typo)],
         cwd=repo,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
     )
-    elapsed = time.perf_counter() - start
+    output = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "n_refs" in result.stdout + result.stderr
-    assert elapsed < 10, f"config error took {elapsed:.1f} s"
+    assert "config key references: Additional properties are not allowed ('n_refs'" in output
+    assert "Building DAG" not in output and "additionalProperties" not in output
+    assert len(output.splitlines()) < 15, output

@@ -74,3 +74,22 @@ def test_skeleton_costs_no_parameter_memory():
         p.is_floating_point() and p.device.type == "cpu" for p in skeleton.net.parameters()
     )
     assert torch.empty(0).device.type == "cpu"  # the meta device did not leak out
+
+
+def test_schema_error_summary_names_the_key_path():
+    import jsonschema
+
+    from monoscope.preflight import schema_error_summary
+
+    schema = {"type": "object", "properties": {"a": {"type": "array", "items": {"minimum": 2}}}}
+    try:
+        try:
+            jsonschema.validate({"a": [3, 1]}, schema)
+        except jsonschema.ValidationError:
+            raise RuntimeError("Error validating config file.\n" + "schema " * 1000) from None
+    except RuntimeError as wrapped:
+        # raise ... from None keeps __context__: the summary still finds the cause.
+        assert schema_error_summary(wrapped) == (
+            "config key a.1: 1 is less than the minimum of 2 (see config/schema.yaml)"
+        )
+    assert schema_error_summary(ValueError("plain\nmore")) == "plain"

@@ -125,3 +125,23 @@ def check_folder(key: str, root: str | None, produced: Collection[str] = ()) -> 
     if str(Path(root)) in {str(Path(path)) for path in produced}:
         return
     raise ConfigError(key, root, "does not exist (no rule of the workflow writes it either)")
+
+
+def schema_error_summary(error: BaseException) -> str:
+    """One line for a failed schema validation: the config key and what is wrong.
+
+    Snakemake's ``validate`` raises an error whose text holds the whole failing
+    sub-schema (about 1,800 lines for a top-level key); the jsonschema error it wraps
+    (its ``__cause__`` or ``__context__``) knows the key path and the reason, which is
+    all a user needs. Falls back to the first line of ``error`` when there is none.
+    """
+    seen, current = set(), error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        path = getattr(current, "absolute_path", None)
+        message = getattr(current, "message", None)
+        if path is not None and message is not None:
+            key = ".".join(str(part) for part in path) or "(the top level)"
+            return f"config key {key}: {message} (see config/schema.yaml)"
+        current = current.__cause__ or current.__context__
+    return str(error).splitlines()[0]
