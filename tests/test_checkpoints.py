@@ -23,6 +23,7 @@ from monoscope.checkpoints import (
     train_epochs,
 )
 from monoscope.data import InMemoryDataset
+from monoscope.io import save_tensors
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -149,6 +150,10 @@ def test_model_file_round_trip(tmp_path):
         read_model_file(tmp_path / "missing.safetensors", ["toy"], "toy", "the test")
     with pytest.raises(ValueError, match="history"):
         save_model_file(path, "toy", model, {"config": {}})
+    old = tmp_path / "old.safetensors"  # the layout before the model-file format: no kind
+    save_tensors(old, dict(model.state_dict()), {"width": 2})
+    with pytest.raises(ValueError, match=r"no 'kind' record.*Regenerate it \(the test\)"):
+        read_model_file(old, ["toy"], "toy model", "the test")
 
 
 def tiny_images() -> InMemoryDataset:

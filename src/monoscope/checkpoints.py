@@ -375,6 +375,14 @@ def read_model_file(
         raise FileNotFoundError(f"{what} not found: {path} (written by {written_by})")
     tensors, record = load_tensors(path)
     if record.get("kind") not in tuple(kinds):
+        if record.get("kind") is None:
+            # Files written before the one model-file format (or by another tool) carry no
+            # kind: say how to regenerate them instead of only what is missing.
+            raise ValueError(
+                f"{path} holds no {what}: it has no 'kind' record, so it was written by an "
+                f"older monoscope or another tool. Regenerate it ({written_by}), e.g. "
+                "delete it and rerun the workflow"
+            )
         raise ValueError(f"{path} holds no {what} (kind {record.get('kind')!r})")
     return split_prefix(tensors, "model/"), record
 
