@@ -15,6 +15,7 @@ from helpers import interrupted_after_first_epoch
 
 import monoscope  # noqa: F401  (must precede any torchvision import)
 from monoscope import checkpoints
+from monoscope.config import from_mapping
 from monoscope.contrastive import augment as aug
 from monoscope.contrastive import pretrain as pretrain_module
 from monoscope.contrastive.data import cifar_folder, load_cifar
@@ -31,6 +32,7 @@ from monoscope.contrastive.models import (
 )
 from monoscope.contrastive.pretrain import (
     PretrainConfig,
+    ProjectorConfig,
     load_pretrained,
     pretrain,
     save_pretrained,
@@ -68,8 +70,7 @@ def tiny_config(**overrides) -> PretrainConfig:
         batch_size=8,
         lr=0.05,
         warmup_epochs=1,
-        projector_hidden_dim=32,
-        projector_out_dim=16,
+        projector=ProjectorConfig(hidden_dim=32, out_dim=16),
         augment=aug.AugmentConfig(crop_size=SIZE),
         seed=3,
     )
@@ -253,10 +254,14 @@ def test_two_views_are_seeded_and_in_range(tiny_images):
 def test_augment_config_validation_names_the_key():
     with pytest.raises(ValueError, match="augment.gray_prob"):
         aug.AugmentConfig(gray_prob=1.5)
-    with pytest.raises(ValueError, match="augment.min_scale"):
-        aug.AugmentConfig(min_scale=0.0)
-    with pytest.raises(ValueError, match="augment.hue"):
-        aug.AugmentConfig(hue=0.7)
+    with pytest.raises(ValueError, match="augment.crop_scale"):
+        aug.AugmentConfig(crop_scale=(0.0, 1.0))
+    with pytest.raises(ValueError, match="augment.crop_ratio"):
+        aug.AugmentConfig(crop_ratio=(2.0, 1.0))
+    with pytest.raises(ValueError, match="augment.jitter.hue"):
+        aug.ColorJitterConfig(hue=0.7)
+    with pytest.raises(ValueError, match="augment.jitter.prob"):
+        aug.ColorJitterConfig(prob=-0.1)
 
 
 # --------------------------------------------------------------------------- pretrain
@@ -278,7 +283,8 @@ def test_pretrain_config_defaults_validation_and_round_trip():
             PretrainConfig(**kwargs)
     config = tiny_config(optimizer="adam")
     assert PretrainConfig.from_dict(config.to_dict()) == config
-    assert PretrainConfig(augment={"crop_size": 24}).augment == aug.AugmentConfig(crop_size=24)
+    nested = from_mapping(PretrainConfig, {"augment": {"crop_size": 24, "jitter": {"hue": 0.1}}})
+    assert nested.augment == aug.AugmentConfig(crop_size=24, jitter=aug.ColorJitterConfig(hue=0.1))
     with pytest.raises(ValueError, match="unknown"):
         PretrainConfig.from_dict({**config.to_dict(), "typo": 1})
 

@@ -28,7 +28,13 @@ from monoscope.contrastive.evaluate import (
     top_references,
 )
 from monoscope.contrastive.models import build_contrastive_model, resnet18_backbone
-from monoscope.contrastive.pretrain import CHECKPOINTS, PretrainConfig, pretrain, save_pretrained
+from monoscope.contrastive.pretrain import (
+    CHECKPOINTS,
+    PretrainConfig,
+    ProjectorConfig,
+    pretrain,
+    save_pretrained,
+)
 from monoscope.contrastive.probes import (
     FeatureSet,
     ProbeConfig,
@@ -97,7 +103,7 @@ def test_scaled_backbone_has_resnet18_topology_and_keys():
 
 
 def test_pretrain_config_width_builds_the_narrow_network():
-    config = PretrainConfig(backbone_width=4, projector_hidden_dim=8, projector_out_dim=4)
+    config = PretrainConfig(backbone_width=4, projector=ProjectorConfig(hidden_dim=8, out_dim=4))
     model = pretrain_module_build(config)
     assert model.feature_dim == 32
     assert PretrainConfig.from_dict(config.to_dict()) == config
@@ -116,8 +122,7 @@ def test_checkpoint_resumable_only_for_the_same_config(tmp_path, blobs):
         epochs=1,
         batch_size=14,
         backbone_width=4,
-        projector_hidden_dim=8,
-        projector_out_dim=4,
+        projector=ProjectorConfig(hidden_dim=8, out_dim=4),
         augment=aug.AugmentConfig(crop_size=SIZE),
     )
     checkpoint = tmp_path / "resume.safetensors"
@@ -168,7 +173,7 @@ def test_sae_representation_encodes_the_normalised_projector_output(tmp_path, bl
     assert ((wrapped.embed(x) > 0).sum(dim=1) <= 4).all()
     # Round trip through the files the workflow writes.
     config = PretrainConfig(
-        method="ncl", backbone_width=4, projector_hidden_dim=32, projector_out_dim=16
+        method="ncl", backbone_width=4, projector=ProjectorConfig(hidden_dim=32, out_dim=16)
     )
     save_pretrained(tmp_path / "model.safetensors", model, config)
     save_sae(sae, tmp_path / "sae.safetensors")

@@ -757,7 +757,9 @@ def test_run_probes_on_a_fixed_split():
     features[:, 3] += 2.5 * labels[:, 1]
     test = orbits.member_mask(orbits.split_orbits(40, 0.25, seed=0), 4)
     assert test.sum() == 40
-    config = probes.ProbeConfig(truncation_lengths=(1, 4, 50), xgb_n_estimators=10)
+    config = probes.TruncatedProbeConfig(
+        truncation_lengths=(1, 4, 50), xgboost=probes.XGBoostConfig(n_estimators=10)
+    )
     results = probes.run_probes(
         features, labels, ["a", "b", "c"], test, config, family="toy", progress=False
     )
@@ -786,9 +788,9 @@ def test_run_probes_on_a_fixed_split():
 
 def test_probe_config_validation():
     with pytest.raises(ValueError, match="truncation_lengths"):
-        probes.ProbeConfig(truncation_lengths=(0,))
+        probes.TruncatedProbeConfig(truncation_lengths=(0,))
     with pytest.raises(ValueError, match="probes.probes"):
-        probes.ProbeConfig(probes=("svm",))
+        probes.TruncatedProbeConfig(probes=("svm",))
 
 
 # ---------------------------------------------------------------------- autoencoders
@@ -800,10 +802,7 @@ def tiny_ae_config(architecture: str, **overrides) -> ae.AutoencoderConfig:
         latent_dim=16,
         hidden_dim=32,
         width=4,
-        patch_size=4,
-        vit_dim=16,
-        vit_depth=1,
-        vit_heads=2,
+        vit=ae.ViTConfig(patch_size=4, dim=16, depth=1, heads=2),
         epochs=2,
         batch_size=16,
         seed=2,
@@ -865,8 +864,10 @@ def test_random_rotations_are_quarter_turns(dataset):
 def test_autoencoder_config_validation():
     with pytest.raises(ValueError, match="architecture"):
         ae.AutoencoderConfig(architecture="resnet")
-    with pytest.raises(ValueError, match="vit_heads"):
-        ae.AutoencoderConfig(vit_dim=10, vit_heads=4)
+    with pytest.raises(ValueError, match="vit.heads"):
+        ae.ViTConfig(dim=10, heads=4)
+    with pytest.raises(ValueError, match="autoencoder.vit.depth"):
+        ae.ViTConfig(depth=0)
     with pytest.raises(ValueError, match="divisible by 8"):
         ae.build_autoencoder(ae.AutoencoderConfig(architecture="cnn"), 20)
 

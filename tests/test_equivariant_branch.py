@@ -455,7 +455,7 @@ def test_truncation_above_the_latent_count_uses_every_latent():
     features = rng.normal(size=(80, 3)).astype(np.float32)
     features[:, 1] += 1.5 * labels[:, 0]
     test = np.arange(80) % 4 == 0
-    config = probes.ProbeConfig(truncation_lengths=(1, 3, 10), probes=("logistic",))
+    config = probes.TruncatedProbeConfig(truncation_lengths=(1, 3, 10), probes=("logistic",))
     results = probes.run_probes(features, labels, ["a"], test, config, progress=False)
     assert results["t"].tolist() == [1, 3, 10]
     f1 = dict(zip(results["t"], results["f1"], strict=True))

@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from monoscope.config import from_mapping
 from monoscope.sae import (
     DICTIONARIES,
     ENCODERS,
@@ -16,6 +17,7 @@ from monoscope.sae import (
     SAE_VARIANTS,
     SPARSIFIERS,
     DictionaryMetrics,
+    ResampleConfig,
     SAEConfig,
     SparseAutoencoder,
     TensorStore,
@@ -373,9 +375,7 @@ def test_training_with_resampling_revives_dead_features(sparse_store):
         lr=3e-3,
         batch_size=128,
         epochs=3,
-        resample_every=16,
-        resample_window=8,
-        resample_samples=512,
+        resample=ResampleConfig(every=16, window=8, samples=512),
     )
     initial = build_sae("l1", sparse_store.dim, config)
     dead_ids = [0, 3, 10, 20]
@@ -423,7 +423,12 @@ def test_decoder_stays_unit_norm_after_every_step(sparse_store):
 @pytest.mark.parametrize("variant", ["l1", "topk"])
 def test_training_is_reproducible(sparse_store, variant):
     config = SAEConfig(
-        variant=variant, expansion=2, k=3, batch_size=100, epochs=2, resample_every=10
+        variant=variant,
+        expansion=2,
+        k=3,
+        batch_size=100,
+        epochs=2,
+        resample=ResampleConfig(every=10),
     )
     first, first_history = train_sae(sparse_store, config)
     second, second_history = train_sae(sparse_store, config)
@@ -437,7 +442,7 @@ def test_training_is_reproducible(sparse_store, variant):
     ("variant", "options"),
     [
         # Resampling windows that cross epoch boundaries (16 steps per epoch).
-        ("l1", {"resample_every": 12, "resample_window": 7}),
+        ("l1", {"resample": ResampleConfig(every=12, window=7)}),
         # A short dead window, so the auxiliary loss and its counter are in play.
         ("topk", {"k": 2, "dead_tokens": 300}),
     ],
@@ -512,17 +517,35 @@ def test_checkpoint_resumable_says_what_train_sae_would_accept(tmp_path, sparse_
         ({"batch_size": 0}, "batch_size"),
         ({"epochs": 0}, "epochs"),
         ({"seed": -1}, "seed"),
-        ({"resample_every": -1}, "resample_every"),
-        ({"resample_every": 5, "resample_window": 6}, "resample_window"),
-        ({"resample_window": -1}, "resample_window"),
-        ({"resample_samples": 0}, "resample_samples"),
-        ({"dead_threshold": 0.0}, "dead_threshold"),
-        ({"dead_threshold": 1.5}, "dead_threshold"),
     ],
 )
 def test_config_validation_names_the_key(options, key):
     with pytest.raises(ValueError, match=rf"sae\.{key} "):
         SAEConfig(**options)
+
+
+@pytest.mark.parametrize(
+    ("options", "key"),
+    [
+        ({"every": -1}, "every"),
+        ({"every": 5, "window": 6}, "window"),
+        ({"window": -1}, "window"),
+        ({"samples": 0}, "samples"),
+        ({"dead_threshold": 0.0}, "dead_threshold"),
+        ({"dead_threshold": 1.5}, "dead_threshold"),
+    ],
+)
+def test_resample_validation_names_the_key(options, key):
+    with pytest.raises(ValueError, match=rf"sae\.resample\.{key} "):
+        ResampleConfig(**options)
+
+
+def test_sae_config_builds_its_resample_group_from_a_mapping():
+    config = from_mapping(SAEConfig, {"variant": "l1", "resample": {"every": 200}, "shards": 2})
+    assert config.resample == ResampleConfig(every=200)
+    assert config.resample.steps == 200
+    with pytest.raises(ValueError, match="unknown sae config keys"):
+        from_mapping(SAEConfig, {"resample_every": 200}, strict=True)
 
 
 # --------------------------------------------------------------------------- parts

@@ -5,21 +5,47 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import typing
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, ClassVar, TypeVar
 
 T = TypeVar("T")
 
 
-def from_mapping(cls: type[T], mapping: Mapping[str, Any], **overrides: Any) -> T:
+def from_mapping(
+    cls: type[T], mapping: Mapping[str, Any], *, strict: bool = False, **overrides: Any
+) -> T:
     """Instantiate the dataclass ``cls`` from the keys of ``mapping`` that it declares.
 
-    Keys the dataclass does not declare belong to the workflow (shard counts, plot
-    options) and are ignored here; the schema has already rejected unknown keys.
-    Lists become tuples so the configs stay hashable and immutable.
+    This is the one way a config is built from plain data, whether a workflow section
+    or a stored record. Fields whose type is itself a dataclass (an option group such
+    as ``augment.jitter``) are built from their sub-mapping the same way, and lists
+    become tuples so the configs stay hashable and immutable.
+
+    Parameters
+    ----------
+    cls : the config dataclass.
+    mapping : field values, possibly nested.
+    strict : when false, keys ``cls`` does not declare are ignored: they belong to the
+        workflow (shard counts, plot options), and the schema has already rejected
+        unknown keys. When true (stored records), they are an error naming them.
+    overrides : values set after the mapping's (not converted).
     """
     names = {field.name for field in dataclasses.fields(cls)}
-    values = {key: _freeze(value) for key, value in mapping.items() if key in names}
+    if strict:
+        unknown = set(mapping) - names
+        if unknown:
+            section = getattr(cls, "section", cls.__name__)
+            raise ValueError(f"unknown {section} config keys: {sorted(unknown)}")
+    types = typing.get_type_hints(cls)
+    values = {}
+    for key, value in mapping.items():
+        if key not in names:
+            continue
+        if dataclasses.is_dataclass(types[key]) and isinstance(value, Mapping):
+            values[key] = from_mapping(types[key], value, strict=strict)
+        else:
+            values[key] = _freeze(value)
     values.update(overrides)
     return cls(**values)
 
@@ -28,7 +54,8 @@ class RecordConfig:
     """Mixin of the dataclass configs that are stored in files (checkpoints, metadata).
 
     ``to_dict`` gives a JSON-ready record (tuples as lists, nested dataclasses as dicts);
-    ``from_dict`` rebuilds the config and names unknown keys, prefixed by ``section``.
+    ``from_dict`` rebuilds the config with :func:`from_mapping`, strict about unknown
+    keys, which it names prefixed by ``section``.
     """
 
     section: ClassVar[str] = "config"
@@ -40,10 +67,7 @@ class RecordConfig:
     @classmethod
     def from_dict(cls, record: Mapping[str, Any]):
         """Inverse of :meth:`to_dict`; unknown keys are an error naming them."""
-        unknown = set(record) - {field.name for field in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown {cls.section} config keys: {sorted(unknown)}")
-        return cls(**record)
+        return from_mapping(cls, record, strict=True)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,9 +2,10 @@
 
 import torch
 
+from monoscope.config import from_mapping
 from monoscope.equivariant.orbit_data import load_orbit_data
 from monoscope.equivariant.orbits import member_mask
-from monoscope.equivariant.probes import ProbeConfig, run_probes
+from monoscope.equivariant.probes import TruncatedProbeConfig, run_probes
 from monoscope.equivariant.saes import encode_orbits, orbit_codes_as_rows
 from monoscope.io import atomic_path, load_tensors
 from monoscope.logs import setup_logging
@@ -26,7 +27,7 @@ results = run_probes(
     data.labels,
     data.task_names,
     member_mask(data.test_orbits, data.orbit_size),
-    ProbeConfig.from_dict(snakemake.params.probes),
+    from_mapping(TruncatedProbeConfig, snakemake.params.probes),
     family=wildcards.family,
 )
 invariant = dict(zip(data.task_names, data.invariant, strict=True))

@@ -1,8 +1,8 @@
 """SimCLR augmentations on batches of image tensors, seeded by a ``torch.Generator``.
 
-A view is: random resized crop (scale ``[min_scale, max_scale]``, aspect ratio
+A view is: random resized crop (scale ``crop_scale``, aspect ratio
 ``[3/4, 4/3]``) with a random horizontal flip, then colour jitter (brightness,
-contrast, saturation, hue in a random order per image) with probability ``jitter_prob``,
+contrast, saturation, hue in a random order per image) with probability ``jitter.prob``,
 then grayscale with probability ``gray_prob``. Defaults follow the CIFAR recipe of the
 solo-learn code base NCL was trained with (jitter strengths 0.8/0.8/0.8/0.2, no blur or
 solarisation).
@@ -26,7 +26,7 @@ Images are unnormalised floats in ``[0, 1]``, shaped ``[B, 3, H, W]``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -38,54 +38,77 @@ _CROP_ATTEMPTS = 10
 
 
 @dataclass(frozen=True)
+class ColorJitterConfig:
+    """Colour jitter, as torchvision's ``ColorJitter`` inside ``RandomApply``.
+
+    Parameters
+    ----------
+    brightness, contrast, saturation : jitter strength ``s``; factors are drawn from
+        ``[max(0, 1 - s), 1 + s]`` (0 disables).
+    hue : hue shift drawn from ``[-hue, hue]`` (in turns, at most 0.5; 0 disables).
+    prob : probability of applying the jitter to an image.
+    """
+
+    brightness: float = 0.8
+    contrast: float = 0.8
+    saturation: float = 0.8
+    hue: float = 0.2
+    prob: float = 0.8
+
+    def __post_init__(self) -> None:
+        check_fields(
+            self,
+            ("brightness contrast saturation", ">= 0"),
+            ("hue", in_range(0, 0.5)),
+            ("prob", "in [0, 1]"),
+            section="augment.jitter",
+        )
+
+
+@dataclass(frozen=True)
 class AugmentConfig:
     """SimCLR view distribution.
 
     Parameters
     ----------
     crop_size : side of the output views.
-    min_scale, max_scale : range of the crop's share of the image area.
-    min_ratio, max_ratio : range of the crop's aspect ratio (width / height).
+    crop_scale : (min, max) range of the crop's share of the image area.
+    crop_ratio : (min, max) range of the crop's aspect ratio (width / height).
     flip_prob : probability of a horizontal flip.
-    brightness, contrast, saturation : jitter strength ``s``; factors are drawn from
-        ``[max(0, 1 - s), 1 + s]`` (0 disables).
-    hue : hue shift drawn from ``[-hue, hue]`` (in turns, at most 0.5; 0 disables).
-    jitter_prob : probability of applying the colour jitter.
+    jitter : the colour jitter.
     gray_prob : probability of converting to grayscale.
     """
 
     crop_size: int = 32
-    min_scale: float = 0.08
-    max_scale: float = 1.0
-    min_ratio: float = 3.0 / 4.0
-    max_ratio: float = 4.0 / 3.0
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    crop_ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
     flip_prob: float = 0.5
-    brightness: float = 0.8
-    contrast: float = 0.8
-    saturation: float = 0.8
-    hue: float = 0.2
-    jitter_prob: float = 0.8
+    jitter: ColorJitterConfig = field(default_factory=ColorJitterConfig)
     gray_prob: float = 0.2
 
     def __post_init__(self) -> None:
-        check_fields(self, ("crop_size", "positive"), section="augment")
-        if not 0.0 < self.min_scale <= self.max_scale <= 1.0:
-            raise ValueError(
-                "augment.min_scale and augment.max_scale must satisfy 0 < min <= max <= 1, "
-                f"got {self.min_scale} and {self.max_scale}"
-            )
-        if not 0.0 < self.min_ratio <= self.max_ratio:
-            raise ValueError(
-                "augment.min_ratio and augment.max_ratio must satisfy 0 < min <= max, "
-                f"got {self.min_ratio} and {self.max_ratio}"
-            )
         check_fields(
             self,
-            ("flip_prob jitter_prob gray_prob", "in [0, 1]"),
-            ("brightness contrast saturation", ">= 0"),
-            ("hue", in_range(0, 0.5)),
+            ("crop_size", "positive"),
+            ("flip_prob gray_prob", "in [0, 1]"),
             section="augment",
         )
+        object.__setattr__(self, "crop_scale", tuple(float(v) for v in self.crop_scale))
+        object.__setattr__(self, "crop_ratio", tuple(float(v) for v in self.crop_ratio))
+        low, high = self.crop_scale if len(self.crop_scale) == 2 else (0.0, 0.0)
+        if not 0.0 < low <= high <= 1.0:
+            raise ValueError(
+                "augment.crop_scale must be [min, max] with 0 < min <= max <= 1, "
+                f"got {list(self.crop_scale)}"
+            )
+        low, high = self.crop_ratio if len(self.crop_ratio) == 2 else (0.0, 0.0)
+        if not 0.0 < low <= high:
+            raise ValueError(
+                "augment.crop_ratio must be [min, max] with 0 < min <= max, "
+                f"got {list(self.crop_ratio)}"
+            )
+        if not isinstance(self.jitter, ColorJitterConfig):
+            raise ValueError("augment.jitter must be a ColorJitterConfig")
 
 
 def _uniform(n: int, low: float, high: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -320,14 +343,10 @@ def adjust_hue(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
 
 def color_jitter(
     images: torch.Tensor,
-    brightness: float = 0.8,
-    contrast: float = 0.8,
-    saturation: float = 0.8,
-    hue: float = 0.2,
-    prob: float = 0.8,
+    jitter: ColorJitterConfig | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """torchvision-style colour jitter, applied to each image with probability ``prob``.
+    """torchvision-style colour jitter, applied to each image with probability ``jitter.prob``.
 
     Every selected image gets its own factors and its own random order of the four
     operations.
@@ -336,10 +355,8 @@ def color_jitter(
     ----------
     images : torch.Tensor
         ``[B, 3, H, W]`` in ``[0, 1]``.
-    brightness, contrast, saturation, hue : float
-        Strengths, as in :class:`AugmentConfig`.
-    prob : float
-        Probability of jittering an image.
+    jitter : ColorJitterConfig, optional
+        Strengths and probability; the defaults when omitted.
     generator : torch.Generator, optional
         CPU generator of all draws.
 
@@ -348,10 +365,17 @@ def color_jitter(
     torch.Tensor
         Jittered copy of ``images``.
     """
+    jitter = jitter or ColorJitterConfig()
+    brightness, contrast, saturation, hue = (
+        jitter.brightness,
+        jitter.contrast,
+        jitter.saturation,
+        jitter.hue,
+    )
     batch = images.shape[0]
     # All draws happen up front and for every image, so the generator advances by the
     # same amount whatever the outcome.
-    apply = torch.rand(batch, generator=generator) < prob
+    apply = torch.rand(batch, generator=generator) < jitter.prob
     order = torch.argsort(torch.rand(batch, 4, generator=generator), dim=1)
     factors = [
         _uniform(batch, max(0.0, 1.0 - brightness), 1.0 + brightness, generator),
@@ -412,20 +436,12 @@ def simclr_view(
     view = random_resized_crop(
         images,
         config.crop_size,
-        (config.min_scale, config.max_scale),
-        (config.min_ratio, config.max_ratio),
+        config.crop_scale,
+        config.crop_ratio,
         config.flip_prob,
         generator,
     )
-    view = color_jitter(
-        view,
-        config.brightness,
-        config.contrast,
-        config.saturation,
-        config.hue,
-        config.jitter_prob,
-        generator,
-    )
+    view = color_jitter(view, config.jitter, generator)
     # Bilinear resampling can overshoot [0, 1] by rounding only; the clamp keeps the
     # documented range exact.
     return random_grayscale(view, config.gray_prob, generator).clamp(0.0, 1.0)

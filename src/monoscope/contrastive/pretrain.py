@@ -60,6 +60,25 @@ _SHUFFLE_STREAM, _AUGMENT_STREAM = 0, 1
 
 
 @dataclass(frozen=True)
+class ProjectorConfig:
+    """The projection head: Linear, (BatchNorm), ReLU, Linear.
+
+    Parameters
+    ----------
+    hidden_dim : width of the hidden layer.
+    out_dim : dimension of the output, where InfoNCE (and NCL's map) act.
+    batch_norm : BatchNorm after the hidden layer.
+    """
+
+    hidden_dim: int = 2048
+    out_dim: int = 256
+    batch_norm: bool = True
+
+    def __post_init__(self) -> None:
+        check_fields(self, ("hidden_dim out_dim", "positive"), section="pretrain.projector")
+
+
+@dataclass(frozen=True)
 class PretrainConfig(RecordConfig):
     """Options of contrastive pretraining.
 
@@ -77,7 +96,7 @@ class PretrainConfig(RecordConfig):
         trains with LARS at lr 0.4 and weight decay 1e-4 for batch 256; plain SGD with
         momentum at those values is the LARS-free stand-in used here.
     warmup_epochs : linear warm-up of the learning rate before the cosine decay to 0.
-    projector_hidden_dim, projector_out_dim, projector_bn : the projection head.
+    projector : the projection head (:class:`ProjectorConfig`).
     cifar_stem : 3x3 stride-1 first convolution and no max pool (small images).
     backbone_width : first-stage channels of the ResNet-18; 64 is the real network,
         smaller widths are for CPU demos.
@@ -100,9 +119,7 @@ class PretrainConfig(RecordConfig):
     momentum: float = 0.9
     weight_decay: float = 1e-4
     warmup_epochs: int = 10
-    projector_hidden_dim: int = 2048
-    projector_out_dim: int = 256
-    projector_bn: bool = True
+    projector: ProjectorConfig = field(default_factory=ProjectorConfig)
     cifar_stem: bool = True
     backbone_width: int = 64
     mean: tuple[float, ...] = CIFAR10_MEAN
@@ -129,7 +146,7 @@ class PretrainConfig(RecordConfig):
             self,
             ("optimizer", one_of(OPTIMIZERS)),
             ("temperature lr", "positive"),
-            ("epochs projector_hidden_dim projector_out_dim backbone_width", "positive"),
+            ("epochs backbone_width", "positive"),
             ("batch_size", at_least(2, "InfoNCE needs negatives")),
             ("momentum", in_range(0, 1, "[)")),
             ("weight_decay warmup_epochs num_workers", ">= 0"),
@@ -138,10 +155,12 @@ class PretrainConfig(RecordConfig):
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ValueError("pretrain.mean and pretrain.std need 3 values each, std positive")
-        if isinstance(self.augment, dict):  # e.g. read from YAML or from a checkpoint
-            object.__setattr__(self, "augment", AugmentConfig(**self.augment))
-        if not isinstance(self.augment, AugmentConfig):
-            raise ValueError("pretrain.augment must be an AugmentConfig or a mapping of its fields")
+        for name, kind in (("augment", AugmentConfig), ("projector", ProjectorConfig)):
+            if not isinstance(getattr(self, name), kind):
+                raise ValueError(
+                    f"pretrain.{name} must be a {kind.__name__}; build the config from a "
+                    "mapping with monoscope.config.from_mapping, which builds the nested groups"
+                )
 
 
 def build_model(config: PretrainConfig) -> ContrastiveModel:
@@ -149,9 +168,9 @@ def build_model(config: PretrainConfig) -> ContrastiveModel:
     return build_contrastive_model(
         nonneg=config.nonneg,
         cifar_stem=config.cifar_stem,
-        hidden_dim=config.projector_hidden_dim,
-        out_dim=config.projector_out_dim,
-        projector_bn=config.projector_bn,
+        hidden_dim=config.projector.hidden_dim,
+        out_dim=config.projector.out_dim,
+        projector_bn=config.projector.batch_norm,
         mean=config.mean,
         std=config.std,
         width=config.backbone_width,

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -69,6 +69,31 @@ class ImageAutoencoder(nn.Module):
 
 
 @dataclass(frozen=True)
+class ViTConfig:
+    """The ViT autoencoder's shape.
+
+    Parameters
+    ----------
+    patch_size : side of a patch (must divide the image size).
+    dim : token width.
+    depth : transformer layers, of the encoder and of the decoder each.
+    heads : attention heads (must divide ``dim``).
+    """
+
+    patch_size: int = 4
+    dim: int = 64
+    depth: int = 2
+    heads: int = 4
+
+    def __post_init__(self) -> None:
+        check_fields(self, ("patch_size dim depth heads", "positive"), section="autoencoder.vit")
+        if self.dim % self.heads:
+            raise ValueError(
+                f"autoencoder.vit.dim ({self.dim}) must be divisible by vit.heads ({self.heads})"
+            )
+
+
+@dataclass(frozen=True)
 class AutoencoderConfig(RecordConfig):
     """Options of a base autoencoder and its training.
 
@@ -78,8 +103,7 @@ class AutoencoderConfig(RecordConfig):
     latent_dim : the latent dimension (the paper's ``--ae-latent-dim``, 256).
     hidden_dim : width of the MLP's hidden layer.
     width : channels of the CNN's first convolution (doubled at each of 3 stride-2 steps).
-    patch_size, vit_dim, vit_depth, vit_heads : the ViT's patches (must divide the image
-        size), token width, transformer layers (encoder and decoder each) and heads.
+    vit : the ViT's shape (:class:`ViTConfig`).
     epochs, batch_size, lr : Adam on the pixel MSE; the last incomplete batch is used.
     augment : rotate each training image by a random multiple of a quarter turn (the
         paper's ``--ae-augment``), drawn per sample from the epoch's generator.
@@ -92,10 +116,7 @@ class AutoencoderConfig(RecordConfig):
     latent_dim: int = 256
     hidden_dim: int = 512
     width: int = 32
-    patch_size: int = 4
-    vit_dim: int = 64
-    vit_depth: int = 2
-    vit_heads: int = 4
+    vit: ViTConfig = field(default_factory=ViTConfig)
     epochs: int = 100
     batch_size: int = 128
     lr: float = 1e-3
@@ -106,16 +127,13 @@ class AutoencoderConfig(RecordConfig):
         check_fields(
             self,
             ("architecture", one_of(sorted(ARCHITECTURES))),
-            ("latent_dim hidden_dim width patch_size vit_dim vit_depth vit_heads", "positive"),
+            ("latent_dim hidden_dim width", "positive"),
             ("epochs batch_size", "positive"),
             ("lr", "positive and finite"),
             ("seed", ">= 0"),
         )
-        if self.vit_dim % self.vit_heads:
-            raise ValueError(
-                f"autoencoder.vit_dim ({self.vit_dim}) must be divisible by vit_heads "
-                f"({self.vit_heads})"
-            )
+        if not isinstance(self.vit, ViTConfig):
+            raise ValueError("autoencoder.vit must be a ViTConfig (build it with from_mapping)")
 
 
 # ---------------------------------------------------------------------- architectures
@@ -253,10 +271,10 @@ def _build_vit(config: AutoencoderConfig, image_size: int) -> ImageAutoencoder:
     return ViTAutoencoder(
         image_size,
         config.latent_dim,
-        config.patch_size,
-        config.vit_dim,
-        config.vit_depth,
-        config.vit_heads,
+        config.vit.patch_size,
+        config.vit.dim,
+        config.vit.depth,
+        config.vit.heads,
     )
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -46,7 +46,32 @@ RESULT_COLUMNS = ("family", "probe", "t", "task", "f1", "train_positives", "test
 
 
 @dataclass(frozen=True)
-class ProbeConfig(RecordConfig):
+class LogisticConfig:
+    """scikit-learn's ``LogisticRegression``: inverse regularisation strength, iteration cap."""
+
+    c: float = 1.0
+    max_iter: int = 1000
+
+    def __post_init__(self) -> None:
+        check_fields(self, ("c max_iter", "positive"), section="probes.logistic")
+
+
+@dataclass(frozen=True)
+class XGBoostConfig:
+    """xgboost's ``XGBClassifier``: trees, their depth, the learning rate."""
+
+    n_estimators: int = 50
+    max_depth: int = 3
+    learning_rate: float = 0.3
+
+    def __post_init__(self) -> None:
+        check_fields(
+            self, ("n_estimators max_depth learning_rate", "positive"), section="probes.xgboost"
+        )
+
+
+@dataclass(frozen=True)
+class TruncatedProbeConfig(RecordConfig):
     """Options of the truncated probes.
 
     Parameters
@@ -55,9 +80,8 @@ class ProbeConfig(RecordConfig):
         above the number of latents uses them all.
     probes : any of ``logistic``, ``xgboost``.
     selection : ``correlation`` or ``mean_difference`` (see the module docstring).
-    logistic_c, logistic_max_iter : the logistic regression's inverse regularisation
-        strength and iteration cap.
-    xgb_n_estimators, xgb_max_depth, xgb_learning_rate : the boosted trees.
+    logistic : the logistic regression (:class:`LogisticConfig`).
+    xgboost : the boosted trees (:class:`XGBoostConfig`).
     seed : seeds the probes.
     """
 
@@ -66,11 +90,8 @@ class ProbeConfig(RecordConfig):
     truncation_lengths: tuple[int, ...] = (1, 4, 16, 64)
     probes: tuple[str, ...] = PROBES
     selection: str = "correlation"
-    logistic_c: float = 1.0
-    logistic_max_iter: int = 1000
-    xgb_n_estimators: int = 50
-    xgb_max_depth: int = 3
-    xgb_learning_rate: float = 0.3
+    logistic: LogisticConfig = field(default_factory=LogisticConfig)
+    xgboost: XGBoostConfig = field(default_factory=XGBoostConfig)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -85,13 +106,7 @@ class ProbeConfig(RecordConfig):
         unknown = sorted(set(self.probes) - set(PROBES))
         if unknown or not self.probes:
             raise ValueError(f"probes.probes must be a non-empty subset of {PROBES}, got {unknown}")
-        check_fields(self, ("selection", one_of(SELECTIONS)))
-        check_fields(
-            self,
-            ("logistic_c logistic_max_iter xgb_n_estimators xgb_max_depth", "positive"),
-            ("xgb_learning_rate", "positive"),
-            ("seed", ">= 0"),
-        )
+        check_fields(self, ("selection", one_of(SELECTIONS)), ("seed", ">= 0"))
 
 
 def f1_binary(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -139,7 +154,11 @@ def select_latents(
 
 
 def _fit_predict(
-    probe: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, config: ProbeConfig
+    probe: str,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    config: TruncatedProbeConfig,
 ) -> np.ndarray:
     if probe == "logistic":
         from sklearn.linear_model import LogisticRegression
@@ -148,16 +167,16 @@ def _fit_predict(
         std = x_train.std(axis=0)
         std = np.where(std > 0, std, 1.0)
         model = LogisticRegression(
-            C=config.logistic_c, max_iter=config.logistic_max_iter, random_state=config.seed
+            C=config.logistic.c, max_iter=config.logistic.max_iter, random_state=config.seed
         )
         model.fit((x_train - mean) / std, y_train)
         return model.predict((x_test - mean) / std)
     from xgboost import XGBClassifier
 
     model = XGBClassifier(
-        n_estimators=config.xgb_n_estimators,
-        max_depth=config.xgb_max_depth,
-        learning_rate=config.xgb_learning_rate,
+        n_estimators=config.xgboost.n_estimators,
+        max_depth=config.xgboost.max_depth,
+        learning_rate=config.xgboost.learning_rate,
         tree_method="hist",
         n_jobs=1,
         random_state=config.seed,
@@ -172,7 +191,7 @@ def run_probes(
     labels: np.ndarray,
     task_names: Sequence[str],
     test_mask: np.ndarray,
-    config: ProbeConfig | None = None,
+    config: TruncatedProbeConfig | None = None,
     family: str = "",
     progress: bool = True,
 ) -> pd.DataFrame:
@@ -184,7 +203,7 @@ def run_probes(
     A tidy frame with columns :data:`RESULT_COLUMNS`: one row per (probe, t, task);
     ``t`` is the requested truncation length; ``family`` is the given label.
     """
-    config = config or ProbeConfig()
+    config = config or TruncatedProbeConfig()
     x = np.asarray(features, dtype=np.float32)
     y = np.asarray(labels).astype(np.int64)
     test = np.asarray(test_mask, dtype=bool)

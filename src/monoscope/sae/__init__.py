@@ -26,7 +26,7 @@ from monoscope.sae.parts import DICTIONARIES, ENCODERS, SPARSIFIERS
 from monoscope.sae.resample import resample_dead_features
 from monoscope.sae.store import TensorStore, VectorStore, draw_samples
 from monoscope.sae.topk import TopKSAE
-from monoscope.sae.train import SAEConfig, train_sae
+from monoscope.sae.train import ResampleConfig, SAEConfig, train_sae
 
 __all__ = [
     "DICTIONARIES",
@@ -35,6 +35,7 @@ __all__ = [
     "SPARSIFIERS",
     "DictionaryMetrics",
     "L1SAE",
+    "ResampleConfig",
     "SAEConfig",
     "SparseAutoencoder",
     "TensorStore",

@@ -2,8 +2,8 @@
 
 One step is: loss on a batch, ``backward``, remove the gradient component along each
 decoder column, Adam step, renormalise the decoder columns, record which features fired.
-Every ``resample_every`` steps the features that fired (almost) never during the last
-``resample_window`` steps are resampled (:mod:`monoscope.sae.resample`).
+Every ``resample.every`` steps the features that fired (almost) never during the last
+``resample.window`` steps are resampled (:mod:`monoscope.sae.resample`).
 
 Reproducibility: parameter initialisation uses a forked global generator seeded with
 ``seed``, and every other random choice (the shuffle seed of each epoch, the samples for
@@ -23,7 +23,7 @@ import logging
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -48,6 +48,49 @@ CHECKPOINTS = CheckpointKind("sae_train_checkpoint", resumable_keys=("epochs",))
 
 
 @dataclass(frozen=True)
+class ResampleConfig:
+    """Dead-feature resampling (Bricken et al. 2023), meant for the ``l1`` variant.
+
+    Parameters
+    ----------
+    every : steps between resamplings; 0 turns resampling off (``topk`` usually relies
+        on its auxiliary loss instead).
+    window : the steps before each resampling over which firing is counted; 0 means
+        ``every``. At most ``every``, so each window starts after the previous
+        resampling and a revived feature gets a whole window.
+    samples : inputs whose reconstruction error weights the draws.
+    dead_threshold : a feature is resampled when its firing frequency (fraction of the
+        window's samples on which its code is nonzero) is below this. The default 1e-7
+        means "never fired" for any window shorter than ten million samples; raise it
+        (e.g. 1e-5) to also revive features that fire almost never.
+    """
+
+    every: int = 0
+    window: int = 0
+    samples: int = 4096
+    dead_threshold: float = 1e-7
+
+    def __post_init__(self) -> None:
+        window = Requirement(
+            "between 0 and every",
+            lambda value: value >= 0 and (self.every == 0 or value <= self.every),
+        )
+        check_fields(
+            self,
+            ("every", at_least(0, "0 turns resampling off")),
+            ("window", window),
+            ("samples", "positive"),
+            ("dead_threshold", in_range(0, 1, "(]")),
+            section="sae.resample",
+        )
+
+    @property
+    def steps(self) -> int:
+        """The resampling window in steps (``window`` with 0 resolved)."""
+        return self.window or self.every
+
+
+@dataclass(frozen=True)
 class SAEConfig:
     """Options of SAE training.
 
@@ -64,17 +107,10 @@ class SAEConfig:
     lr : Adam's learning rate (constant).
     batch_size, epochs : samples per step; passes over the store.
     seed : seeds initialisation, batch order and resampling.
-    resample_every : steps between dead-feature resamplings; 0 turns it off. Meant for
-        ``l1``; ``topk`` usually relies on its auxiliary loss instead.
-    resample_window : the steps before each resampling over which firing is counted;
-        0 means ``resample_every``. At most ``resample_every``, so each window starts
-        after the previous resampling and a revived feature gets a whole window.
-    resample_samples : inputs whose reconstruction error weights the draws.
-    dead_threshold : a feature is resampled when its firing frequency (fraction of the
-        window's samples on which its code is nonzero) is below this. The default 1e-7
-        means "never fired" for any window shorter than ten million samples; raise it
-        (e.g. 1e-5) to also revive features that fire almost never.
+    resample : dead-feature resampling (:class:`ResampleConfig`).
     """
+
+    section: ClassVar[str] = "sae"
 
     variant: str = "l1"
     expansion: float = 8.0
@@ -91,16 +127,9 @@ class SAEConfig:
     batch_size: int = 256
     epochs: int = 10
     seed: int = 0
-    resample_every: int = 0
-    resample_window: int = 0
-    resample_samples: int = 4096
-    dead_threshold: float = 1e-7
+    resample: ResampleConfig = field(default_factory=ResampleConfig)
 
     def __post_init__(self) -> None:
-        window = Requirement(
-            "between 0 and resample_every",
-            lambda value: value >= 0 and (self.resample_every == 0 or value <= self.resample_every),
-        )
         check_fields(
             self,
             ("variant", one_of(vector_variants())),
@@ -110,21 +139,15 @@ class SAEConfig:
             ("init", one_of(INIT_METHODS)),
             ("decoder_bias_init", one_of(DECODER_BIAS_INITS)),
             ("lr", "positive and finite"),
-            ("batch_size epochs resample_samples", "positive"),
-            ("resample_every", at_least(0, "0 turns resampling off")),
-            ("resample_window", window),
-            ("dead_threshold", in_range(0, 1, "(]")),
+            ("batch_size epochs", "positive"),
             section="sae",
         )
+        if not isinstance(self.resample, ResampleConfig):
+            raise ValueError("sae.resample must be a ResampleConfig (build it with from_mapping)")
 
     def features_for(self, input_dim: int) -> int:
         """K for inputs of dimension ``input_dim``."""
         return max(1, round(self.expansion * input_dim))
-
-    @property
-    def window(self) -> int:
-        """The resampling window in steps (``resample_window`` with 0 resolved)."""
-        return self.resample_window or self.resample_every
 
 
 @dataclass
@@ -239,10 +262,11 @@ def _train_epoch(
     seen = 0
     fired_in_epoch = torch.zeros(sae.num_features, dtype=torch.bool, device=device)
     generator = state.generator
+    resample = config.resample
     for batch in store.iter_batches(config.batch_size, shuffle=True, seed=_draw_seed(generator)):
         x = batch.to(device=device, dtype=torch.float32)
         # The window of the resampling after step R*m covers steps R*m - W + 1 .. R*m.
-        if config.resample_every and (epoch.step + config.window) % config.resample_every == 0:
+        if resample.every and (epoch.step + resample.steps) % resample.every == 0:
             state.window_fired.zero_()
             state.window_samples = 0
         terms, codes = sae.loss_and_codes(x)
@@ -263,11 +287,11 @@ def _train_epoch(
         for key, value in terms.items():
             sums[key] += float(value.detach()) * len(x)
 
-        if config.resample_every and epoch.step % config.resample_every == 0:
+        if resample.every and epoch.step % resample.every == 0:
             frequency = state.window_fired.double() / max(state.window_samples, 1)
-            dead = frequency < config.dead_threshold
+            dead = frequency < resample.dead_threshold
             if bool(dead.any()):
-                inputs = draw_samples(store, config.resample_samples, seed=_draw_seed(generator))
+                inputs = draw_samples(store, resample.samples, seed=_draw_seed(generator))
                 indices = resample_dead_features(sae, optimizer, dead, inputs, generator)
                 state.resampled.append({"step": epoch.step, "features": indices.tolist()})
                 log.info("step %d: resampled %d dead features", epoch.step, len(indices))
