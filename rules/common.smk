@@ -77,6 +77,26 @@ IMPORTED_WEIGHTS = {
 }
 PHOTO_FOLDER = "data/real_photos"
 
+# Layers, architectures, channels and data roots, checked on the model's skeleton (meta
+# device: no weights, no data) before any job starts; one line naming the key.
+# An experiment's results are refused to a config with other data or model sections
+# (Snakemake would rerun their jobs and delete what a failing one had written).
+from monoscope.preflight import check_config, check_experiment_record, experiment_record
+
+EXPERIMENT_RECORD = experiment_record(config)
+try:
+    check_config(config, produced=[PHOTO_FOLDER])
+    check_experiment_record(
+        out("experiment.json"),
+        EXPERIMENT_RECORD,
+        config["experiment"],
+        replace=config["replace_results"],
+    )
+except ValueError as error:
+    from snakemake.exceptions import WorkflowError
+
+    raise WorkflowError(f"config {error}") from None
+
 
 def weight_input(weights):
     """A weight file as a job input: when it exists, or when a rule imports it."""
@@ -103,7 +123,7 @@ BRANCHES = config["branches"]
 
 def all_targets():
     """The targets of every branch in config["branches"]."""
-    targets = []
+    targets = [out("experiment.json")]
     if "pure" in BRANCHES:
         targets += pure_targets()
     if "contrastive" in BRANCHES:

@@ -1,3 +1,18 @@
+rule record_experiment:
+    output:
+        record=out("experiment.json"),
+    log:
+        out("logs/record_experiment.log"),
+    benchmark:
+        out("benchmarks/record_experiment.tsv")
+    conda:
+        ENV
+    params:
+        record=EXPERIMENT_RECORD,
+    script:
+        "../workflow/scripts/record_experiment.py"
+
+
 rule prepare_data:
     input:
         root=data_root_input,

@@ -1,17 +1,23 @@
 """DAG-time checks of a config: layers, architectures, channels, folders (no weights)."""
 
+import json
+
 import pytest
 import torch
 
 from monoscope.models import ModelConfig, load_model
 from monoscope.models.registry import layer_channels
 from monoscope.preflight import (
+    RECORDED_SECTIONS,
     ConfigError,
     channel_counts,
     check_channels,
+    check_config,
+    check_experiment_record,
     check_folder,
     check_layers,
     check_neuron_selection,
+    experiment_record,
     model_skeleton,
 )
 
@@ -63,7 +69,7 @@ def test_folders_must_exist_or_be_written_by_a_rule(tmp_path):
     check_folder("data.root", "data/real_photos", produced=["data/real_photos/"])
     with pytest.raises(ConfigError, match=r"^data.root: '/nowhere/x' does not exist"):
         check_folder("data.root", "/nowhere/x")
-    with pytest.raises(ConfigError, match=r"^data.root: None must name a folder"):
+    with pytest.raises(ConfigError, match=r"^data.root: None must name where this data set is"):
         check_folder("data.root", None)
 
 
@@ -93,3 +99,82 @@ def test_schema_error_summary_names_the_key_path():
             "config key a.1: 1 is less than the minimum of 2 (see config/schema.yaml)"
         )
     assert schema_error_summary(ValueError("plain\nmore")) == "plain"
+
+
+def demo_config():
+    """The embedded default config with the schema's defaults filled in."""
+    import yaml
+    from conftest import REPO
+    from snakemake.utils import validate
+
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    validate(config, str(REPO / "config" / "schema.yaml"), set_default=True)
+    return config
+
+
+def test_the_default_config_passes_every_check():
+    check_config(demo_config(), produced=["data/real_photos"])
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        (lambda c: c["model"].update(upper_layer="layer5"), "model.upper_layer"),
+        (lambda c: c["model"].update(lower_layer="layer3.9"), "model.lower_layer"),
+        (lambda c: c["model"].update(name="torchvision:resnet999"), "model.name"),
+        (lambda c: c["sae"].update(layers=["layer4", "fc2"]), r"sae.layers\[1\]"),
+        (lambda c: c["figures"].update(neurons=[1, 8]), "figures.neurons"),
+        (lambda c: c.update(neurons={"top": 9, "by": "mean_score"}), "neurons.top"),
+        (lambda c: c["data"].update(name="imagefolder", root="no/such/folder"), "data.root"),
+        (
+            lambda c: c["embedders"]["judge"].update(
+                kind="model_layer", model="torchvision:vgg19", layer="features.99"
+            ),
+            "embedders.judge.layer",
+        ),
+        (
+            lambda c: c["contrastive"]["data"].update(name="cifar10", root=None),
+            "contrastive.data.root",
+        ),
+    ],
+)
+def test_each_bad_value_is_named_by_its_key(change, key):
+    config = demo_config()
+    change(config)
+    with pytest.raises(ConfigError, match=rf"^{key}: "):
+        check_config(config)
+
+
+def test_a_folder_a_rule_writes_need_not_exist_yet(tmp_path):
+    config = demo_config()
+    config["data"].update(name="imagefolder", root=str(tmp_path / "photos"))
+    check_config(config, produced=[str(tmp_path / "photos")])
+    with pytest.raises(ConfigError, match="^data.root"):
+        check_config(config)
+
+
+def test_experiment_record_holds_the_data_and_model_sections_only():
+    config = demo_config()
+    record = experiment_record(config)
+    assert set(record) == set(RECORDED_SECTIONS)
+    assert record["data"] == config["data"] and record["model"] == config["model"]
+    config["references"]["n"] = 3  # analysis settings do not make another experiment
+    assert experiment_record(config) == record
+
+
+def test_a_changed_record_is_refused_naming_the_changed_keys(tmp_path):
+    config = demo_config()
+    path = tmp_path / "experiment.json"
+    check_experiment_record(path, experiment_record(config), "demo")  # no record yet
+    path.write_text(json.dumps(experiment_record(config)))
+    check_experiment_record(path, experiment_record(config), "demo")  # unchanged
+    config["data"]["root"] = "elsewhere"
+    config["model"]["upper_layer"] = "layer3"
+    with pytest.raises(ConfigError) as error:
+        check_experiment_record(path, experiment_record(config), "demo")
+    message = str(error.value)
+    assert message.startswith("experiment: 'demo' holds results made with other data")
+    assert "data.root: None -> 'elsewhere'" in message
+    assert "model.upper_layer: 'layer4' -> 'layer3'" in message
+    assert "replace_results: true" in message
+    check_experiment_record(path, experiment_record(config), "demo", replace=True)

@@ -281,6 +281,55 @@ def test_reordered_config_keys_rerun_nothing(tiny_run):
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
+def files_with_times(folder):
+    """Every file under ``folder`` with its modification time and size."""
+    return {
+        str(path.relative_to(folder)): (path.stat().st_mtime_ns, path.stat().st_size)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ('data={"name": "imagefolder", "root": "no/such/folder"}', "config data.root: "),
+        ('model={"upper_layer": "layer5"}', "config model.upper_layer: 'layer5'"),
+        ('model={"name": "torchvision:resnet999"}', "config model.name: "),
+        ('figures={"neurons": [1, 99]}', "config figures.neurons: [99]"),
+        ("clustering={'k': [1, 2]}", "config key clustering.k.0: 1 is less than the minimum"),
+        # Valid, but the results were made from other data: refused, not recomputed.
+        ('data={"seed": 1}', "config experiment: 'tiny' holds results made with other data"),
+    ],
+)
+def test_a_bad_override_fails_before_any_job_and_keeps_the_results(tiny_run, override, named):
+    results = tiny_run / "results" / "tiny"
+    before = files_with_times(results)
+    result = snakemake(tiny_run, "--cores", "1", "--configfile", "tiny.yaml", "--config", override)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert named in output, output[-2000:]
+    assert "Building DAG" not in output
+    assert files_with_times(results) == before
+
+
+def test_replace_results_lets_changed_data_recompute_in_place(tiny_run):
+    result = snakemake(
+        tiny_run,
+        "-n",
+        "--cores",
+        "1",
+        "--configfile",
+        "tiny.yaml",
+        "--config",
+        'data={"seed": 1}',
+        "replace_results=true",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    counts = job_counts(result.stdout + result.stderr)
+    assert counts["record_experiment"] == 1 and counts["prepare_data"] == 1
+
+
 def test_changing_references_n_reruns_only_the_reference_rules(tiny_run):
     changed = yaml.safe_load((tiny_run / "tiny.yaml").read_text())
     changed["references"]["n"] = 6

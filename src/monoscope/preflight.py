@@ -14,6 +14,7 @@ value it holds, so a wrong setting reads as one line before any job has started.
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
@@ -119,12 +120,121 @@ def check_folder(key: str, root: str | None, produced: Collection[str] = ()) -> 
     """Raise :class:`ConfigError` when ``root`` is unset or neither exists nor is made by a
     rule of the workflow (``produced``: folders that rules write)."""
     if not root:
-        raise ConfigError(key, root, "must name a folder for this data set")
+        raise ConfigError(key, root, "must name where this data set is (a folder or file)")
     if Path(root).expanduser().exists():
         return
     if str(Path(root)) in {str(Path(path)) for path in produced}:
         return
     raise ConfigError(key, root, "does not exist (no rule of the workflow writes it either)")
+
+
+def check_config(config: Mapping[str, Any], produced: Collection[str] = ()) -> None:
+    """Every check of this module on a schema-validated workflow config (defaults filled).
+
+    Only the sections of ``config["branches"]`` are checked. ``produced`` names the
+    folders that rules write (e.g. the photo folder), which need not exist yet. Raises
+    :class:`ConfigError` for the first failure, naming its key.
+    """
+    branches = set(config["branches"])
+    if branches & {"pure", "sae"}:
+        data = config["data"]
+        if data["name"] == "imagefolder":
+            check_folder("data.root", data["root"], produced)
+        model = config["model"]
+        upper = model["upper_layer"]
+        skeleton = model_skeleton(model, config.get("demo"))
+        layers = [("model.upper_layer", upper), ("model.lower_layer", model["lower_layer"])]
+        layers += _indexed("references.layers", config["references"]["layers"] or [])
+        layers += _indexed("sae.layers", config["sae"]["layers"])  # SAE units join PURE's
+        check_layers(skeleton, layers)
+        if "pure" in branches:
+            count = channel_counts(skeleton, [upper], data["image_size"])[upper]
+            check_neuron_selection(config["neurons"], count, upper)
+            check_channels("figures.neurons", config["figures"]["neurons"], count, upper)
+            for name in config["evaluation"]["embedders"]:
+                embedder = config["embedders"].get(name, {})
+                if embedder.get("kind") == "model_layer" and embedder.get("model"):
+                    key = f"embedders.{name}"
+                    try:
+                        judge = model_skeleton({"name": embedder["model"]}, config.get("demo"))
+                    except ConfigError as error:
+                        raise ConfigError(f"{key}.model", error.value, "is not a model") from None
+                    check_layers(judge, [(f"{key}.layer", embedder["layer"])])
+    if "contrastive" in branches:
+        data = config["contrastive"]["data"]
+        if data["name"] != "digits":
+            check_folder("contrastive.data.root", data["root"], produced)
+    if "equivariant" in branches:
+        data = config["equivariant"]["data"]
+        if data["source"] == "images":
+            check_folder("equivariant.data.root", data["root"], produced)
+
+
+# The sections whose change makes an experiment's results those of another experiment.
+RECORDED_SECTIONS = ("data", "model", "demo", "contrastive.data", "equivariant.data")
+
+
+def experiment_record(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config sections that define an experiment's results, JSON-ready.
+
+    Written once per experiment (``results/<experiment>/experiment.json``) and compared
+    at DAG-build time by :func:`check_experiment_record`.
+    """
+    record = {}
+    for dotted in RECORDED_SECTIONS:
+        value: Any = config
+        for part in dotted.split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+        if value is not None:
+            record[dotted] = json.loads(json.dumps(value, sort_keys=True))
+    return record
+
+
+def check_experiment_record(
+    path: str | Path, record: Mapping[str, Any], experiment: str, replace: bool = False
+) -> None:
+    """Refuse a config whose data or model sections differ from those ``path`` records.
+
+    Snakemake reruns every job whose params changed and deletes the outputs of a job
+    that fails, so a mistyped data root or model under an existing experiment name
+    could destroy its results. A changed record is therefore an error naming the
+    changed keys, unless ``replace`` (config key ``replace_results``) says the results
+    are to be recomputed in place. No record (a new experiment) passes.
+    """
+    path = Path(path)
+    if replace or not path.is_file():
+        return
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ConfigError("experiment", experiment, f"has an unreadable {path} ({error})") from None
+    changed = _changed_keys(stored, json.loads(json.dumps(dict(record), sort_keys=True)))
+    if changed:
+        shown = "; ".join(changed[:4]) + ("; ..." if len(changed) > 4 else "")
+        raise ConfigError(
+            "experiment",
+            experiment,
+            f"holds results made with other data or model settings ({shown}). Use a new "
+            "experiment name for this config (--config experiment=<name>), or set "
+            f"replace_results: true to recompute {path.parent} in place",
+        )
+
+
+def _changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        changed = []
+        for key in sorted(set(old) | set(new)):
+            name = f"{prefix}.{key}" if prefix else str(key)
+            if key not in old or key not in new:
+                changed.append(f"{name}: {old.get(key)!r} -> {new.get(key)!r}")
+            else:
+                changed += _changed_keys(old[key], new[key], name)
+        return changed
+    return [] if old == new else [f"{prefix}: {old!r} -> {new!r}"]
+
+
+def _indexed(key: str, values: Iterable[str]) -> list[tuple[str, str]]:
+    return [(f"{key}[{index}]", value) for index, value in enumerate(values)]
 
 
 def schema_error_summary(error: BaseException) -> str:
