@@ -335,6 +335,22 @@ def test_demo_cnn_random_and_cache():
         load_model(ModelConfig(name="demo_cnn", weights="cache"))
 
 
+def test_demo_cnn_takes_a_plain_state_dict_and_infers_its_shape(tmp_path):
+    """A ``.pt`` state dict (read with weights_only) loads, widths and classes from shapes."""
+    torch.manual_seed(0)
+    trained = DemoCNN(widths=(4, 8, 8, 6), num_classes=3).eval()
+    path = tmp_path / "demo.pt"
+    torch.save({"state_dict": trained.state_dict()}, path)
+    model = load_model(ModelConfig(name="demo_cnn", weights=str(path)))
+    assert model.net.widths == (4, 8, 8, 6) and model.net.fc.out_features == 3
+    images = torch.rand(2, 3, 16, 16)
+    torch.testing.assert_close(model.net(images), trained(images), rtol=0, atol=0)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"conv.weight": torch.zeros(1)}, foreign)
+    with pytest.raises(ValueError, match=r"foreign.pt is not a demo_cnn state dict: it lacks"):
+        load_model(ModelConfig(name="demo_cnn", weights=str(foreign)))
+
+
 # --------------------------------------------------------------------------- training
 
 

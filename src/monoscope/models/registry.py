@@ -377,12 +377,16 @@ def _demo_cnn(_: str, config: ModelConfig) -> SubjectModel:
             f"demo_cnn weight file not found: {path}. The train_subject rule writes it; "
             "run the workflow (make demo) or point model.weights at a trained file."
         )
-    state, metadata = read_model_file(
-        path,
-        (DEMO_MODEL_KIND, DEMO_CHECKPOINT_KIND),
-        "demo network",
-        "monoscope.models.train.save_demo_model (the train_subject rule)",
-    )
+    if path.suffix == ".safetensors":
+        state, metadata = read_model_file(
+            path,
+            (DEMO_MODEL_KIND, DEMO_CHECKPOINT_KIND),
+            "demo network",
+            "monoscope.models.train.save_demo_model (the train_subject rule)",
+        )
+    else:  # a plain torch state dict (weights_only): the shapes give the widths
+        state = read_state_dict(path)
+        metadata = _demo_shapes(state, path)
     net = DemoCNN(widths=metadata["widths"], num_classes=metadata["num_classes"])
     load_state(net, state, str(path))
     label_map = metadata.get("label_map")
@@ -394,6 +398,21 @@ def _demo_cnn(_: str, config: ModelConfig) -> SubjectModel:
         label_map=torch.as_tensor(label_map) if label_map is not None else None,
         metadata=metadata,
     )
+
+
+def _demo_shapes(state: dict[str, torch.Tensor], path: Path) -> dict:
+    """``widths`` and ``num_classes`` of a DemoCNN from its state dict's shapes."""
+    keys = [f"layer{stage}.0.conv2.weight" for stage in range(1, 5)] + ["fc.weight"]
+    missing = [key for key in keys if key not in state]
+    if missing:
+        raise ValueError(
+            f"{path} is not a demo_cnn state dict: it lacks {missing} (expected the keys of "
+            "monoscope.models.demo.DemoCNN().state_dict())"
+        )
+    return {
+        "widths": [int(state[key].shape[0]) for key in keys[:4]],
+        "num_classes": int(state["fc.weight"].shape[0]),
+    }
 
 
 def _classifier_outputs(state: dict[str, torch.Tensor]) -> int | None:
