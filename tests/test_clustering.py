@@ -8,7 +8,13 @@ import torch
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
-from monoscope.pure.clustering import ClusterConfig, cluster_units, kmeans, silhouette
+from monoscope.pure.clustering import (
+    ClusterConfig,
+    cluster_units,
+    kmeans,
+    seed_stability,
+    silhouette,
+)
 
 CHANNELS = 3  # channel c has c + 2 planted blobs
 POINTS_PER_BLOB = 12
@@ -117,7 +123,8 @@ def test_cluster_units_keys_and_shapes(planted, clustered):
         assert centroids.shape == (channels, k, dims) and centroids.dtype == torch.float32
         assert int(labels.min()) >= 0 and int(labels.max()) < k
         assert torch.isfinite(centroids).all()
-    expected = {f"k{k}/{part}" for k in KS for part in ("labels", "centroids")}
+    parts = ("labels", "centroids", "stability")
+    expected = {f"k{k}/{part}" for k in KS for part in parts}
     expected |= {"auto/k", "auto/labels", "auto/centroids", "auto/silhouette"}
     assert set(clustered) == expected
 
@@ -125,7 +132,7 @@ def test_cluster_units_keys_and_shapes(planted, clustered):
 def test_cluster_units_without_auto_k_has_no_auto_keys(planted):
     vectors, _ = planted
     result = cluster_units(vectors[:1], ClusterConfig(ks=(2,), n_init=1))
-    assert set(result) == {"k2/labels", "k2/centroids"}
+    assert set(result) == {"k2/labels", "k2/centroids", "k2/stability"}
 
 
 def test_cluster_units_per_channel_equals_kmeans(planted, clustered):
@@ -206,3 +213,40 @@ def test_cluster_config_auto_k_needs_k_of_at_least_two():
     # Without auto_k, k = 1 is a valid (trivial) split.
     assert ClusterConfig(ks=(1, 2)).ks == (1, 2)
     assert ClusterConfig(ks=(2, 3), auto_k=True).auto_k
+
+
+# --------------------------------------------------------------------------- stability
+
+
+def test_seed_stability_is_the_mean_adjusted_rand_index_over_the_other_seeds():
+    rng = np.random.default_rng(3)
+    planted, _ = _blobs(3, rng, 30)
+    labels = kmeans(planted, 3, n_init=1, seed=0)[0]
+    assert seed_stability(planted, labels, 3, 1, [1, 2]) == pytest.approx(1.0)
+    noise = rng.normal(size=(40, 2))
+    labels = kmeans(noise, 4, n_init=1, seed=0)[0]
+    expected = np.mean(
+        [
+            adjusted_rand_score(labels, KMeans(4, n_init=1, random_state=seed).fit(noise).labels_)
+            for seed in (1, 2, 3)
+        ]
+    )
+    assert seed_stability(noise, labels, 4, 1, [1, 2, 3]) == pytest.approx(expected)
+    assert np.isnan(seed_stability(noise, labels, 4, 1, []))
+
+
+def test_cluster_units_reports_stability_per_channel_and_k():
+    vectors = torch.from_numpy(np.random.default_rng(0).normal(size=(2, 20, 3)))
+    result = cluster_units(vectors, ClusterConfig(ks=(2, 3), n_init=2, stability_seeds=2))
+    for k in (2, 3):
+        stability = result[f"k{k}/stability"]
+        assert stability.shape == (2,)
+        for channel in range(2):
+            labels = result[f"k{k}/labels"][channel].numpy()
+            data = vectors[channel].numpy()
+            assert stability[channel] == pytest.approx(
+                seed_stability(data, labels, k, 2, [1, 2]), abs=1e-6
+            )
+    assert "k2/stability" not in cluster_units(vectors, ClusterConfig(ks=(2,), stability_seeds=0))
+    with pytest.raises(ValueError, match="stability_seeds"):
+        ClusterConfig(stability_seeds=-1)

@@ -39,10 +39,12 @@ def files(tmp_path):
     clusters = {}
     for method in ("pure", "activation"):
         clusters[method] = tmp_path / f"{method}.safetensors"
-        save_tensors(
-            clusters[method],
-            {f"k{k}/labels": torch.randint(0, k, (4, 6), generator=generator) for k in (2, 3)},
-        )
+        tensors = {"channels": torch.arange(4) + 10}
+        for k in (2, 3):
+            tensors[f"k{k}/labels"] = torch.randint(0, k, (4, 6), generator=generator)
+            if method == "pure":  # the activation clustering ran without stability seeds
+                tensors[f"k{k}/stability"] = torch.rand(4, generator=generator)
+        save_tensors(clusters[method], tensors)
     embeddings = tmp_path / "judge.safetensors"
     save_tensors(
         embeddings,
@@ -142,6 +144,13 @@ def test_one_pass_loads_each_file_once_and_scores_every_kind(files, monkeypatch,
         "judge",
     )
     assert sorted(written) == sorted(folder.iterdir())
+    stability = pd.read_csv(folder / "t_stability.csv", index_col=0, dtype=str)
+    assert list(stability.columns) == ["pure k=2", "pure k=3"]
+    expected = evaluation.load_tensors(files["clusters"]["pure"])[0]["k3/stability"].numpy()
+    assert list(stability.index) == ["10", "11", "12", "13", "mean over neurons"]
+    assert stability["pure k=3"].iloc[:4].tolist() == [f"{value:.3f}" for value in expected]
+    mean, se = mean_and_standard_error(expected.tolist())
+    assert stability.loc["mean over neurons", "pure k=3"] == f"{mean:.3f} ± {se:.3f}"
     assert {path.name.split(".")[0] for path in written} == {stem.name for stem in stems.values()}
 
 

@@ -122,6 +122,8 @@ def cluster_vectors_input(wildcards):
 def table_paths():
     """The evaluation's tables, three files each (sae.smk defines SAE_LAYERS)."""
     tables = ["semantic_distances", "alignment", "purity", "units"]
+    if config["clustering"]["stability_seeds"]:
+        tables.append("stability")
     if SAE_LAYERS:
         tables.append("sae")
     return [path for table in tables for path in table_files(table)]

@@ -155,6 +155,17 @@ def evaluate_pure(
     random = distance_summary(reference_vectors, np.zeros(sample_ids.shape, dtype=np.int64))[
         "random"
     ]
+    stability = [
+        {
+            "method": method,
+            "k": k,
+            "channels": tensors["channels"].tolist(),
+            "ari": tensors[f"k{k}/stability"].tolist(),
+        }
+        for method, tensors in inputs.clusters.items()
+        for k in ks
+        if f"k{k}/stability" in tensors
+    ]
 
     spaces = {name: tensors["embeddings"].numpy() for name, tensors in vectors.items()}
     spaces["circuits (PURE)"] = circuit_data.circuits.numpy()
@@ -177,18 +188,20 @@ def evaluate_pure(
             for space, scores in aligned.items()
         },
         "purity": purity,
+        "stability": stability,
     }
 
 
-PURE_TABLES = ("semantic_distances", "alignment", "purity")
+PURE_TABLES = ("semantic_distances", "alignment", "purity", "stability")
 UNIT_TABLES = ("units", "sae")
 
 
 def write_pure_tables(
     results: dict, stems: Mapping[str, str | Path], experiment: str
 ) -> list[Path]:
-    """The three tables of :data:`PURE_TABLES` as CSV, Markdown and LaTeX, each at its
-    path stem in ``stems`` (:func:`monoscope.tables.write_table`)."""
+    """The tables of :data:`PURE_TABLES` as CSV, Markdown and LaTeX, each at its path stem
+    in ``stems`` (:func:`monoscope.tables.write_table`); ``stability`` only when ``stems``
+    names it."""
     reference = results["reference"]
     written = []
 
@@ -252,7 +265,36 @@ def write_pure_tables(
         "neurons of each method and k).",
         label="tab:purity",
     )
+    if "stability" in stems:
+        written += write_stability_table(results, stems["stability"], experiment)
     return written
+
+
+def write_stability_table(results: dict, stem: str | Path, experiment: str) -> list[Path]:
+    """Per neuron, the mean adjusted Rand index of its k-means clustering with reruns
+    under other seeds, for every method and k; the last row is the mean over neurons."""
+    columns = {}
+    for row in results["stability"]:
+        columns[f"{row['method']} k={row['k']}"] = dict(
+            zip(row["channels"], row["ari"], strict=True)
+        )
+    frame = pd.DataFrame(columns)
+    summary = {
+        name: format_mean_se(values.mean(), values.std(ddof=1) / np.sqrt(values.count()))
+        for name, values in frame.items()
+    }
+    frame = frame.map(lambda value: f"{value:.3f}")
+    frame.index = [str(channel) for channel in frame.index]
+    frame.loc["mean over neurons"] = summary
+    frame.index.name = "neuron"
+    return write_table(
+        frame,
+        stem,
+        f"{experiment}: stability of each neuron's virtual neurons across k-means seeds, the "
+        "mean adjusted Rand index between the kept clustering and reruns with other seeds "
+        "(1: the same split every time; about 0: no more agreement than chance).",
+        label="tab:stability",
+    )
 
 
 def evaluate_units(inputs: EvaluationInputs, reference: str, k: int, hierarchy: dict) -> list[dict]:

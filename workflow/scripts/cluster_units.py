@@ -11,7 +11,11 @@ tensors, metadata = load_tensors(snakemake.input.vectors)
 key = {"pure": "circuits", "activation": "activations"}.get(method, "embeddings")
 options = dict(snakemake.params.clustering)
 config = ClusterConfig(
-    ks=tuple(options["k"]), n_init=options["n_init"], seed=options["seed"], auto_k=options["auto_k"]
+    ks=tuple(options["k"]),
+    n_init=options["n_init"],
+    seed=options["seed"],
+    auto_k=options["auto_k"],
+    stability_seeds=options["stability_seeds"],
 )
 clusters = cluster_units(tensors[key], config)
 clusters["sample_ids"] = tensors["sample_ids"]
