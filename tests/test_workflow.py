@@ -79,7 +79,7 @@ def test_outputs_are_complete(tiny_run):
         *[f"sae/layer4/{name}/{f}" for name in ("l1", "topk") for f in SAE_FILES],
         *[
             f"tables/{t}.{e}"
-            for t in ("semantic_distances", "alignment", "purity", "units", "sae")
+            for t in ("semantic_distances", "alignment", "purity", "stability", "units", "sae")
             for e in ("csv", "md", "tex")
         ],
     ):
