@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 import monoscope  # noqa: F401  (must precede any torchvision import)
 from monoscope.contrastive import augment as aug
-from monoscope.contrastive.evaluate import SAEOnContrastive
+from monoscope.contrastive.evaluate import SAEOnContrastive, contrastive_sae_config
 from monoscope.contrastive.pretrain import PretrainConfig, pretrain
 from monoscope.contrastive.probes import extract_features
 from monoscope.contrastive.robustness import input_noise_transform
@@ -32,7 +32,7 @@ from monoscope.equivariant.autoencoders import AutoencoderConfig, orbit_latents,
 from monoscope.equivariant.saes import OrbitSAEConfig, train_orbit_sae
 from monoscope.equivariant.shapes import ShapesConfig, generate_shapes
 from monoscope.equivariant.symmetry import fit_symmetry
-from monoscope.sae import SAEConfig, TensorStore, train_sae
+from monoscope.sae import TensorStore, train_sae
 
 
 def synthetic_images(count: int, size: int, seed: int = 0) -> InMemoryDataset:
@@ -67,15 +67,8 @@ def contrastive(device: str, images: int, epochs: int) -> dict:
     steps = epochs * (images // config.batch_size)
     embeddings = extract_features(model, dataset, "projector", 512).features
     store = TensorStore(F.normalize(embeddings, dim=1))
-    sae_config = SAEConfig(
-        variant="topk",
-        expansion=8,
-        k=256,
-        normalized_mse=True,
-        epochs=2,
-        batch_size=1024,
-        decoder_bias_init="mean",
-    )
+    settings = {"num_features": 8 * store.dim, "k": 256, "epochs": 2, "batch_size": 1024}
+    sae_config = contrastive_sae_config(settings, store.dim)
     (sae, sae_history), sae_seconds = timed(lambda: train_sae(store, sae_config, device))
     wrapped = SAEOnContrastive(model, sae).eval()
     noise = input_noise_transform("gaussian", 0.6, seed=0)

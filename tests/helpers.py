@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from monoscope import checkpoints
@@ -31,3 +32,17 @@ def interrupted_after_first_epoch(monkeypatch, run):
     with pytest.raises(KeyboardInterrupt):
         run()
     monkeypatch.setattr(checkpoints, "save_checkpoint", real_save)
+
+
+def layer_output(model, images, layer) -> torch.Tensor:
+    """The output of ``model``'s ``layer`` on ``images``, from a plain forward hook."""
+    captured = {}
+    handle = model.layer(layer).register_forward_hook(
+        lambda _module, _inputs, output: captured.__setitem__("out", output.detach())
+    )
+    try:
+        with torch.no_grad():
+            model.net(model.normalize(images))
+    finally:
+        handle.remove()
+    return captured["out"]

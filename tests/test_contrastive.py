@@ -18,6 +18,7 @@ from monoscope import checkpoints
 from monoscope.config import from_mapping
 from monoscope.contrastive import augment as aug
 from monoscope.contrastive import pretrain as pretrain_module
+from monoscope.contrastive import probes
 from monoscope.contrastive.data import cifar_folder, load_cifar
 from monoscope.contrastive.losses import info_nce
 from monoscope.contrastive.metrics import class_consistency, sparsity
@@ -37,16 +38,6 @@ from monoscope.contrastive.pretrain import (
     pretrain,
     save_pretrained,
     warmup_cosine_lr,
-)
-from monoscope.contrastive.probes import (
-    FinetuneConfig,
-    ProbeConfig,
-    dimension_scores,
-    extract_features,
-    finetune,
-    linear_probe,
-    rank_dimensions,
-    selected_dims_probe,
 )
 from monoscope.contrastive.robustness import (
     RelabelledDataset,
@@ -377,22 +368,22 @@ def test_save_and_load_pretrained(uninterrupted, tmp_path, tiny_images):
 
 def test_extract_features_order_sources_and_transform(tiny_images):
     model = tiny_model().train()
-    backbone = extract_features(model, tiny_images, "backbone", batch_size=10)
+    backbone = probes.extract_features(model, tiny_images, "backbone", batch_size=10)
     assert backbone.features.shape == (24, 512)
     assert torch.equal(backbone.labels, tiny_images.labels)
     assert torch.equal(backbone.sample_ids, tiny_images.sample_ids)
     assert model.training  # mode restored
-    projected = extract_features(model, tiny_images, "projector", batch_size=24)
+    projected = probes.extract_features(model, tiny_images, "projector", batch_size=24)
     assert projected.features.shape == (24, 16) and (projected.features >= 0).all()
     with torch.no_grad():
         direct = model.eval().embed(model.normalize(tiny_images.images[:5]))
     torch.testing.assert_close(projected.features[:5], direct, atol=1e-5, rtol=1e-5)
-    noisy = extract_features(
+    noisy = probes.extract_features(
         model, tiny_images, "projector", transform=input_noise_transform("gaussian", 0.5)
     )
     assert not torch.equal(noisy.features, projected.features)
     with pytest.raises(ValueError, match="which"):
-        extract_features(model, tiny_images, "logits")
+        probes.extract_features(model, tiny_images, "logits")
 
 
 def blobs(n: int, dims: int, classes: int, seed: int):
@@ -406,14 +397,14 @@ def test_linear_probe_separates_blobs_and_is_seeded():
     train_x, train_y = blobs(300, 10, 3, seed=0)
     test_x, test_y = blobs(150, 10, 3, seed=0)  # same centres, fresh noise below
     test_x = test_x + torch.randn(test_x.shape, generator=torch.Generator().manual_seed(9)) * 0.1
-    config = ProbeConfig(epochs=20, batch_size=64, lr=1e-2)
-    accuracy = linear_probe(train_x, train_y, test_x, test_y, config)
+    config = probes.ProbeConfig(epochs=20, batch_size=64, lr=1e-2)
+    accuracy = probes.linear_probe(train_x, train_y, test_x, test_y, config)
     assert accuracy > 0.95
-    assert linear_probe(train_x, train_y, test_x, test_y, config) == accuracy
-    sgd = ProbeConfig(epochs=20, batch_size=64, lr=1e-2, optimizer="sgd", standardize=False)
-    assert linear_probe(train_x, train_y, test_x, test_y, sgd) > 0.95
+    assert probes.linear_probe(train_x, train_y, test_x, test_y, config) == accuracy
+    sgd = probes.ProbeConfig(epochs=20, batch_size=64, lr=1e-2, optimizer="sgd", standardize=False)
+    assert probes.linear_probe(train_x, train_y, test_x, test_y, sgd) > 0.95
     with pytest.raises(ValueError, match="probe.optimizer"):
-        ProbeConfig(optimizer="lbfgs")
+        probes.ProbeConfig(optimizer="lbfgs")
 
 
 def brute_force_rank(features: torch.Tensor, m: int) -> list[int]:
@@ -436,16 +427,16 @@ def test_rank_dimensions_matches_brute_force():
     features = torch.randn(60, 25, generator=generator, dtype=torch.float64)
     features[::7] = -1.0  # rows with nothing active contribute nothing
     for m in (1, 5, 25):
-        assert rank_dimensions(features, m).tolist() == brute_force_rank(features, m)
+        assert probes.rank_dimensions(features, m).tolist() == brute_force_rank(features, m)
     # Exact ties (duplicated columns, dead columns) go to the lower index.
     tied = torch.tensor([[1.0, 0.0, 1.0, 0.0, 2.0], [0.0, 0.0, 0.0, 0.0, 3.0]])
-    assert rank_dimensions(tied, 5).tolist() == brute_force_rank(tied, 5) == [4, 0, 2, 1, 3]
+    assert probes.rank_dimensions(tied, 5).tolist() == brute_force_rank(tied, 5) == [4, 0, 2, 1, 3]
     torch.testing.assert_close(
-        dimension_scores(tied),
+        probes.dimension_scores(tied),
         torch.tensor([1 / 6**0.5, 0, 1 / 6**0.5, 0, 2 / 6**0.5 + 1], dtype=torch.float64),
     )
     with pytest.raises(ValueError, match="m must be"):
-        rank_dimensions(features, 26)
+        probes.rank_dimensions(features, 26)
 
 
 def test_selected_dims_probe_keeps_the_informative_dimensions():
@@ -454,16 +445,16 @@ def test_selected_dims_probe_keeps_the_informative_dimensions():
     # Strongly active, informative dims first; then many weak, pure-noise dims.
     noise = torch.rand(200, 30, generator=generator) * 0.01
     features = torch.cat([informative.abs() + 5, noise], dim=1)
-    assert set(rank_dimensions(features, 4).tolist()) == {0, 1, 2, 3}
-    config = ProbeConfig(epochs=20, batch_size=64, lr=1e-2)
-    assert selected_dims_probe(features, labels, features, labels, 4, config) > 0.9
+    assert set(probes.rank_dimensions(features, 4).tolist()) == {0, 1, 2, 3}
+    config = probes.ProbeConfig(epochs=20, batch_size=64, lr=1e-2)
+    assert probes.selected_dims_probe(features, labels, features, labels, 4, config) > 0.9
 
 
 def test_finetune_trains_a_copy(tiny_images):
     model = tiny_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    config = FinetuneConfig(epochs=1, batch_size=12, num_classes=3)
-    classifier, record = finetune(model, tiny_images, tiny_images, config)
+    config = probes.FinetuneConfig(epochs=1, batch_size=12, num_classes=3)
+    classifier, record = probes.finetune(model, tiny_images, tiny_images, config)
     assert 0.0 <= record["test_accuracy"] <= 1.0 and len(record["train_loss"]) == 1
     assert record["num_classes"] == 3 and classifier.head.out_features == 3
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -17,6 +17,7 @@ from monoscope.contrastive.data import ContrastiveDataConfig, load_contrastive_s
 from monoscope.contrastive.evaluate import (
     SAEOnContrastive,
     check_setting,
+    contrastive_sae_config,
     load_feature_sets,
     load_representation,
     probe_under_noise,
@@ -404,15 +405,9 @@ def test_distances_from_config_ignores_keys_the_kind_does_not_use():
 def test_sae_on_projector_output_trains_with_the_normalized_loss():
     torch.manual_seed(0)
     data = F.normalize(torch.randn(64, 8), dim=1)
-    config = SAEConfig(
-        variant="topk",
-        expansion=2,
-        k=3,
-        normalized_mse=True,
-        epochs=2,
-        batch_size=16,
-        decoder_bias_init="mean",
-    )
+    settings = {"num_features": 16, "k": 3, "epochs": 2, "batch_size": 16}
+    config = contrastive_sae_config(settings, data.shape[1])
+    assert (config.variant, config.expansion, config.decoder_bias_init) == ("topk", 2, "mean")
     sae, history = train_sae(TensorStore(data), config)
     assert sae.normalized_mse and len(history["epochs"]) == 2
 

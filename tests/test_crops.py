@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import layer_output
 
 from monoscope.crops import (
     CROP_KEYS,
@@ -181,19 +182,6 @@ def zennit_position_heatmaps(model, images, layer, channels, positions) -> torch
     return grad.sum(dim=1)
 
 
-def layer_output(model, images, layer) -> torch.Tensor:
-    captured = {}
-    handle = model.layer(layer).register_forward_hook(
-        lambda _module, _inputs, output: captured.__setitem__("out", output.detach())
-    )
-    try:
-        with torch.no_grad():
-            model.net(model.normalize(images))
-    finally:
-        handle.remove()
-    return captured["out"]
-
-
 def peak_rows(model, images, layer, generator):
     """Random live channels, each at the argmax of its activation map (a non-zero unit)."""
     out = layer_output(model, images, layer)
@@ -298,19 +286,15 @@ def test_render_crops_shapes_and_agreement_with_the_parts(random_demo, toy_refer
 def test_render_crops_do_not_depend_on_the_batch_size(random_demo, toy_references):
     dataset, references = toy_references
     channels = list(range(references.n_channels))
-    one = render_crops(
-        Neurons(random_demo, "layer4"),
-        dataset,
-        references,
-        channels,
-        CropConfig(size=12, batch_size=1),
-    )
-    seven = render_crops(
-        Neurons(random_demo, "layer4"),
-        dataset,
-        references,
-        channels,
-        CropConfig(size=12, batch_size=7),
+    one, seven = (
+        render_crops(
+            Neurons(random_demo, "layer4"),
+            dataset,
+            references,
+            channels,
+            CropConfig(size=12, batch_size=batch_size),
+        )
+        for batch_size in (1, 7)
     )
     assert torch.equal(one["boxes"], seven["boxes"])
     assert torch.equal(one["sample_ids"], seven["sample_ids"])

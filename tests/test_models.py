@@ -12,17 +12,8 @@ from torch import nn
 
 import monoscope  # noqa: F401  (applies the torchvision shim before torchvision is imported)
 from monoscope.data import DataConfig, ImageDataset, make_sample_table
-from monoscope.models import (
-    MissingWeightsError,
-    ModelConfig,
-    SubjectModel,
-    get_layer,
-    layer_channels,
-    load_model,
-    read_state_dict,
-)
+from monoscope.models import ModelConfig, load_model, registry
 from monoscope.models.demo import DemoCNN
-from monoscope.models.registry import DIGITS_MEAN, DIGITS_STD, IMAGENET_MEAN, IMAGENET_STD
 from monoscope.models.train import TrainConfig, make_label_map, save_demo_model, train_demo_cnn
 
 LABEL_GROUPS = ((0, 1), (2, 3), (4, 5), (6, 7), (8, 9))
@@ -51,7 +42,7 @@ def _assert_same_state(net: nn.Module, expected: dict[str, torch.Tensor]) -> Non
         assert torch.equal(parameter, expected[name]), name
 
 
-def _assert_loaded(model: SubjectModel) -> None:
+def _assert_loaded(model: registry.SubjectModel) -> None:
     """Eval mode everywhere and frozen parameters, as load_model promises."""
     assert not model.net.training
     assert not any(module.training for module in model.net.modules())
@@ -112,7 +103,7 @@ def test_torchvision_random_weights():
     model = load_model(ModelConfig(name="torchvision:resnet18", weights="random"))
     _assert_loaded(model)
     assert model.name == "torchvision:resnet18"
-    assert model.mean == IMAGENET_MEAN and model.std == IMAGENET_STD
+    assert model.mean == registry.IMAGENET_MEAN and model.std == registry.IMAGENET_STD
     assert model.label_map is None
     assert model.net.fc.out_features == 1000
     with torch.inference_mode():
@@ -147,7 +138,7 @@ def test_torchvision_weights_from_torch_checkpoint(tmp_path):
     # A checkpoint that wraps the state dict is unwrapped.
     wrapped = tmp_path / "wrapped.pth"
     torch.save({"state_dict": state, "epoch": 3}, wrapped)
-    assert read_state_dict(wrapped).keys() == state.keys()
+    assert registry.read_state_dict(wrapped).keys() == state.keys()
 
 
 def test_torchvision_weights_with_other_classifier_size(tmp_path):
@@ -171,16 +162,16 @@ def test_torchvision_weights_that_do_not_fit(tmp_path):
 @pytest.mark.parametrize("name", ["torchvision:resnet18", "timm:resnet18", "demo_cnn"])
 def test_missing_weight_file_names_the_path(tmp_path, name):
     path = tmp_path / "absent" / "weights.safetensors"
-    with pytest.raises(MissingWeightsError, match=re.escape(str(path))):
+    with pytest.raises(registry.MissingWeightsError, match=re.escape(str(path))):
         load_model(ModelConfig(name=name, weights=str(path)))
-    assert issubclass(MissingWeightsError, FileNotFoundError)
+    assert issubclass(registry.MissingWeightsError, FileNotFoundError)
 
 
 def test_torchvision_cache_missing(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     expected = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
     assert torch.hub.get_dir() == str(tmp_path / "hub")
-    with pytest.raises(MissingWeightsError, match=re.escape(str(expected))):
+    with pytest.raises(registry.MissingWeightsError, match=re.escape(str(expected))):
         load_model(ModelConfig(name="torchvision:resnet18", weights="cache"))
     assert list(tmp_path.rglob("*.pth")) == []  # nothing was downloaded or created
 
@@ -217,8 +208,8 @@ def test_timm_random_weights(no_network):
     model = load_model(ModelConfig(name="timm:resnet18", weights="random", num_classes=3))
     _assert_loaded(model)
     assert model.net.num_classes == 3
-    assert model.mean == pytest.approx(IMAGENET_MEAN)
-    assert model.std == pytest.approx(IMAGENET_STD)
+    assert model.mean == pytest.approx(registry.IMAGENET_MEAN)
+    assert model.std == pytest.approx(registry.IMAGENET_STD)
     with torch.inference_mode():
         assert model.net(torch.zeros(2, 3, 32, 32)).shape == (2, 3)
     assert no_network == []
@@ -248,7 +239,7 @@ def test_timm_cache_missing(tmp_path, monkeypatch, no_network):
     # so point its module constants at the empty cache and offline mode as well.
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(hf_home / "hub"))
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(MissingWeightsError) as excinfo:
+    with pytest.raises(registry.MissingWeightsError) as excinfo:
         load_model(ModelConfig(name="timm:resnet18", weights="cache"))
     message = str(excinfo.value)
     assert "resnet18" in message
@@ -261,7 +252,7 @@ def test_timm_cache_missing(tmp_path, monkeypatch, no_network):
 
 def test_normalize_matches_hand_computation():
     mean, std = (0.1, 0.2, 0.3), (0.5, 0.25, 2.0)
-    model = SubjectModel("identity", nn.Identity(), mean, std)
+    model = registry.SubjectModel("identity", nn.Identity(), mean, std)
     images = torch.rand(2, 3, 4, 5)
     expected = torch.empty_like(images)
     for channel in range(3):
@@ -274,22 +265,22 @@ def test_normalize_matches_hand_computation():
 
 
 def test_targets_applies_label_map():
-    model = SubjectModel(
+    model = registry.SubjectModel(
         "m", nn.Identity(), (0.0,), (1.0,), label_map=torch.tensor([0, 0, 1, 1, 2])
     )
     labels = torch.tensor([4, 0, 3, 2, 1])
     assert model.targets(labels).tolist() == [2, 0, 1, 1, 0]
-    plain = SubjectModel("m", nn.Identity(), (0.0,), (1.0,))
+    plain = registry.SubjectModel("m", nn.Identity(), (0.0,), (1.0,))
     assert torch.equal(plain.targets(labels), labels)
 
 
 def test_get_layer():
     net = DemoCNN()
-    assert get_layer(net, "layer4") is net.layer4
-    assert get_layer(net, "layer4.0") is net.layer4[0]
-    assert get_layer(net, "layer4.0.conv1") is net.layer4[0].conv1
+    assert registry.get_layer(net, "layer4") is net.layer4
+    assert registry.get_layer(net, "layer4.0") is net.layer4[0]
+    assert registry.get_layer(net, "layer4.0.conv1") is net.layer4[0].conv1
     with pytest.raises(KeyError) as excinfo:
-        get_layer(net, "layer9")
+        registry.get_layer(net, "layer9")
     message = excinfo.value.args[0]
     assert "layer9" in message and "DemoCNN" in message
     for child in ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc"):
@@ -302,8 +293,9 @@ def test_get_layer():
 
 def test_layer_channels_on_demo_cnn():
     model = load_model(ModelConfig(name="demo_cnn", weights="random"))
-    assert layer_channels(model, ["layer3", "layer4"], image_size=32) == {"layer3": 32, "layer4": 8}
-    assert layer_channels(model, ["fc"], image_size=16) == {"fc": 10}
+    channels = registry.layer_channels(model, ["layer3", "layer4"], image_size=32)
+    assert channels == {"layer3": 32, "layer4": 8}
+    assert registry.layer_channels(model, ["fc"], image_size=16) == {"fc": 10}
     # The hooks are removed afterwards.
     assert not model.net.layer3._forward_hooks and not model.net.layer4._forward_hooks
 
@@ -329,7 +321,7 @@ def test_demo_cnn_random_and_cache():
     model = load_model(ModelConfig(name="demo_cnn", weights="random", num_classes=4))
     assert isinstance(model.net, DemoCNN)
     assert model.net.fc.out_features == 4
-    assert model.mean == DIGITS_MEAN and model.std == DIGITS_STD
+    assert model.mean == registry.DIGITS_MEAN and model.std == registry.DIGITS_STD
     _assert_loaded(model)
     with pytest.raises(ValueError, match="no cache"):
         load_model(ModelConfig(name="demo_cnn", weights="cache"))
@@ -410,7 +402,8 @@ def test_demo_model_save_and_load(tmp_path, trained, digits_splits):
     _assert_loaded(loaded)
     assert isinstance(loaded.net, DemoCNN)
     assert loaded.net.widths == (8, 16, 16, 4)
-    assert loaded.mean == pytest.approx(DIGITS_MEAN) and loaded.std == pytest.approx(DIGITS_STD)
+    assert loaded.mean == pytest.approx(registry.DIGITS_MEAN)
+    assert loaded.std == pytest.approx(registry.DIGITS_STD)
     assert torch.equal(loaded.label_map, torch.tensor([0, 0, 1, 1, 2, 2, 3, 3, 4, 4]))
     assert loaded.metadata["num_classes"] == 5
     _assert_same_state(loaded.net, model.net.state_dict())

@@ -1,5 +1,7 @@
 """Choosing the neurons to analyse (``neurons``) and input normalisations (``model.normalize``)."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torch import nn
@@ -55,18 +57,26 @@ def test_select_channels_top_by_scores_hand_worked():
 
 
 def test_channel_shard_splits_the_selection(tmp_path):
-    from monoscope.references import save_references
+    from monoscope.references import job_channel_shard, save_references
 
     top = _references(SCORES)
     path = tmp_path / "references.safetensors"
     save_references(path, {("actmax", "layer4"): top}, metadata={})
     selection = [0, 2, 3, 4]
     parts = [
-        channel_shard(path, "actmax", "layer4", f"{i}-of-3", selection)[1].tolist()
+        channel_shard(path, "actmax", "layer4", f"{i}-of-3", selection).channels.tolist()
         for i in (1, 2, 3)
     ]
     assert parts == [[0, 2], [3], [4]]
-    assert channel_shard(path, "actmax", "layer4", "1-of-1")[1].tolist() == [0, 1, 2, 3, 4]
+    assert channel_shard(path, "actmax", "layer4", "1-of-1").channels.tolist() == [0, 1, 2, 3, 4]
+    job = SimpleNamespace(
+        input=SimpleNamespace(references=path),
+        params=SimpleNamespace(reference_mode="actmax", upper_layer="layer4", neurons=selection),
+        wildcards=SimpleNamespace(scatteritem="1-of-3"),
+    )
+    part = job_channel_shard(job)
+    assert part.channels.tolist() == [0, 2]
+    assert part.metadata() == {"shard": 1, "shards": 3, "selected": selection}
 
 
 def test_row_of_channel():

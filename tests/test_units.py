@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from helpers import layer_output
 
 from monoscope.activations import (
     ActivationConfig,
@@ -150,16 +151,7 @@ def test_identity_splice_keeps_the_accuracy(random_demo, small_digits):
 
 def hooked_mean(model, images, layer) -> torch.Tensor:
     """Spatial mean of ``layer``'s output ``[B, C]`` from a plain forward hook."""
-    captured = {}
-    handle = model.layer(layer).register_forward_hook(
-        lambda _m, _i, output: captured.__setitem__("out", output.detach())
-    )
-    try:
-        with torch.no_grad():
-            model.net(model.normalize(images))
-    finally:
-        handle.remove()
-    return captured["out"].double().mean(dim=(2, 3))
+    return layer_output(model, images, layer).double().mean(dim=(2, 3))
 
 
 @pytest.fixture(scope="module")

@@ -272,13 +272,24 @@ def test_second_run_has_nothing_to_do(tiny_run):
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
-def test_reordered_config_keys_rerun_nothing(tiny_run):
-    # yaml.safe_dump sorts keys: the same config in another order must not look changed.
-    reordered = yaml.safe_load((tiny_run / "tiny.yaml").read_text())
-    (tiny_run / "tiny_sorted.yaml").write_text(yaml.safe_dump(reordered, sort_keys=True))
-    result = snakemake(tiny_run, "-n", "--cores", "2", "--configfile", "tiny_sorted.yaml")
+def tiny_config(tiny_run) -> dict:
+    return yaml.safe_load((tiny_run / "tiny.yaml").read_text())
+
+
+def dry_run_with(tiny_run, config: dict, name: str) -> str:
+    """The output of a dry run of the tiny workflow with ``config``, written to ``name``.
+
+    ``yaml.safe_dump`` sorts the keys.
+    """
+    (tiny_run / name).write_text(yaml.safe_dump(config, sort_keys=True))
+    result = snakemake(tiny_run, "-n", "--cores", "2", "--configfile", name)
     assert result.returncode == 0, result.stderr
-    assert "Nothing to be done" in result.stdout + result.stderr
+    return result.stdout + result.stderr
+
+
+def test_reordered_config_keys_rerun_nothing(tiny_run):
+    # The same config in another (sorted) order must not look changed.
+    assert "Nothing to be done" in dry_run_with(tiny_run, tiny_config(tiny_run), "tiny_sorted.yaml")
 
 
 def files_with_times(folder):
@@ -331,12 +342,9 @@ def test_replace_results_lets_changed_data_recompute_in_place(tiny_run):
 
 
 def test_changing_references_n_reruns_only_the_reference_rules(tiny_run):
-    changed = yaml.safe_load((tiny_run / "tiny.yaml").read_text())
+    changed = tiny_config(tiny_run)
     changed["references"]["n"] = 6
-    (tiny_run / "tiny_n6.yaml").write_text(yaml.safe_dump(changed))
-    result = snakemake(tiny_run, "-n", "--cores", "2", "--configfile", "tiny_n6.yaml")
-    assert result.returncode == 0, result.stderr
-    counts = job_counts(result.stdout + result.stderr)
+    counts = job_counts(dry_run_with(tiny_run, changed, "tiny_n6.yaml"))
     assert counts == {
         "all": 1,
         "collect_references": 3,
@@ -364,12 +372,9 @@ def test_changing_references_n_reruns_only_the_reference_rules(tiny_run):
 
 
 def test_changing_k_reruns_clustering_but_not_circuits(tiny_run):
-    changed = yaml.safe_load((tiny_run / "tiny.yaml").read_text())
+    changed = tiny_config(tiny_run)
     changed["clustering"]["k"] = [2, 4]
-    (tiny_run / "tiny_k.yaml").write_text(yaml.safe_dump(changed))
-    result = snakemake(tiny_run, "-n", "--cores", "2", "--configfile", "tiny_k.yaml")
-    assert result.returncode == 0, result.stderr
-    counts = job_counts(result.stdout + result.stderr)
+    counts = job_counts(dry_run_with(tiny_run, changed, "tiny_k.yaml"))
     assert counts == {
         "all": 1,
         "cluster_units": 3,

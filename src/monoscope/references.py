@@ -481,9 +481,22 @@ def select_channels(references: TopReferences, neurons="all") -> torch.Tensor:
     )
 
 
-def channel_shard(
-    path, mode: str, layer: str, scatteritem: str, neurons="all"
-) -> tuple[TopReferences, torch.Tensor]:
+@dataclass
+class ChannelShard:
+    """One ``i-of-n`` shard of the selected channels of a neuron stage (circuits, crops)."""
+
+    top: TopReferences  # the references of the whole layer
+    channels: torch.Tensor  # this shard's channels
+    selected: torch.Tensor  # the channels of all shards (:func:`select_channels`)
+    shard: int
+    shards: int
+
+    def metadata(self) -> dict:
+        """What a shard's file records so that the merge can check coverage."""
+        return {"shard": self.shard, "shards": self.shards, "selected": self.selected.tolist()}
+
+
+def channel_shard(path, mode: str, layer: str, scatteritem: str, neurons="all") -> ChannelShard:
     """The references of ``(mode, layer)`` and the channels of one ``i-of-n`` shard.
 
     Stages sharded over neurons (circuits, crops) split the selected channels
@@ -498,7 +511,23 @@ def channel_shard(
     selected = select_channels(top, neurons)
     shard, shards = parse_scatteritem(scatteritem)
     part = shard_positions(len(selected), shard, shards)
-    return top, selected[part.start : part.stop]
+    return ChannelShard(top, selected[part.start : part.stop], selected, shard, shards)
+
+
+def job_channel_shard(job) -> ChannelShard:
+    """:func:`channel_shard` of a neuron-stage Snakemake job (circuits, crops).
+
+    ``job`` is the script's ``snakemake`` object: input ``references``, params
+    ``reference_mode``, ``upper_layer`` and ``neurons``, wildcard ``scatteritem``.
+    """
+    params = job.params
+    return channel_shard(
+        job.input.references,
+        params.reference_mode,
+        params.upper_layer,
+        job.wildcards.scatteritem,
+        params.neurons,
+    )
 
 
 def row_of_channel(channels: torch.Tensor, channel: int, key: str = "figures.neurons") -> int:

@@ -5,12 +5,13 @@ import torch.nn.functional as F
 
 from monoscope.config import from_mapping
 from monoscope.contrastive.data import ContrastiveDataConfig, load_contrastive_split
+from monoscope.contrastive.evaluate import contrastive_sae_config
 from monoscope.contrastive.pretrain import load_pretrained
 from monoscope.contrastive.probes import extract_features
 from monoscope.device import resolve_device
 from monoscope.io import guard_checkpoint, release_checkpoint, write_json
 from monoscope.logs import setup_logging
-from monoscope.sae import SAEConfig, save_sae, train_sae
+from monoscope.sae import save_sae, train_sae
 from monoscope.sae.store import TensorStore
 
 setup_logging(snakemake.log[0])
@@ -25,14 +26,7 @@ train_ds, _ = load_contrastive_split(
 embeddings = extract_features(model, train_ds, "projector", snakemake.params.batch_size).features
 store = TensorStore(F.normalize(embeddings, dim=1))
 settings = dict(snakemake.params.sae)
-config = from_mapping(
-    SAEConfig,
-    settings,
-    variant="topk",
-    expansion=settings["num_features"] / store.dim,
-    normalized_mse=True,
-    decoder_bias_init="mean",
-)
+config = contrastive_sae_config(settings, store.dim)
 checkpoint = snakemake.params.checkpoint
 # Stale when the SimCLR model was retrained or the options changed.
 guard_checkpoint(checkpoint, [snakemake.input.model], settings)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
+from monoscope.config import from_mapping
 from monoscope.contrastive.metrics import class_consistency, sparsity
 from monoscope.contrastive.models import ContrastiveModel
 from monoscope.contrastive.pretrain import load_pretrained
@@ -63,6 +64,7 @@ from monoscope.contrastive.robustness import (
 from monoscope.hierarchy import class_means, hierarchy_score
 from monoscope.io import load_tensors, save_tensors
 from monoscope.sae.base import SparseAutoencoder, load_sae
+from monoscope.sae.train import SAEConfig
 
 REPRESENTATIONS = ("simclr", "ncl", "sae")
 PROBES = ("linear", "selected", "finetune")
@@ -70,6 +72,23 @@ NOISES = ("clean", "label", "gaussian", "uniform", "fewshot")
 # Finetuning changes the backbone; the SAE is defined on a frozen one, so it has no
 # finetuned counterpart (the paper finetunes the contrastive models only).
 FINETUNABLE = ("simclr", "ncl")
+
+
+def contrastive_sae_config(settings: Mapping[str, Any], dim: int) -> SAEConfig:
+    """The config of the SAE on a contrastive model's ``dim``-wide projector output.
+
+    ``settings`` are those of the ``contrastive.sae`` config (``num_features``, ``k``,
+    ``epochs``, ...); the rest is fixed: a TopK SAE with the normalised MSE of
+    L2-normalised inputs and a decoder bias that starts at the data mean.
+    """
+    return from_mapping(
+        SAEConfig,
+        settings,
+        variant="topk",
+        expansion=settings["num_features"] / dim,
+        normalized_mse=True,
+        decoder_bias_init="mean",
+    )
 
 
 class SAEOnContrastive(nn.Module):

@@ -26,14 +26,7 @@ from typing import Any, ClassVar
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from monoscope.checkpoints import (
-    CheckpointKind,
-    Epoch,
-    load_trained_model,
-    optimizer_step,
-    save_trained_model,
-    train_epochs,
-)
+from monoscope import checkpoints
 from monoscope.config import RecordConfig, at_least, check_fields, in_range, one_of
 from monoscope.contrastive.augment import AugmentConfig, two_views
 from monoscope.contrastive.losses import info_nce
@@ -53,7 +46,9 @@ DEFAULT_NONNEG = {"simclr": "none", "ncl": "relu_gelu_grad"}
 PRETRAINED_KIND = "contrastive_pretrained_model"
 # A resume may change only what does not change the numbers: the total number of epochs
 # sets the learning-rate schedule, so it must stay.
-CHECKPOINTS = CheckpointKind("contrastive_pretrain_checkpoint", resumable_keys=("num_workers",))
+CHECKPOINTS = checkpoints.CheckpointKind(
+    "contrastive_pretrain_checkpoint", resumable_keys=("num_workers",)
+)
 
 # Stream ids that keep the per-epoch generators of shuffling and augmentation apart.
 _SHUFFLE_STREAM, _AUGMENT_STREAM = 0, 1
@@ -222,7 +217,7 @@ def save_pretrained(
     history: list[dict[str, Any]] | None = None,
 ) -> None:
     """Write a trained model's weights with the config that rebuilds it."""
-    save_trained_model(path, PRETRAINED_KIND, model, config, history)
+    checkpoints.save_trained_model(path, PRETRAINED_KIND, model, config, history)
 
 
 def load_pretrained(
@@ -235,7 +230,7 @@ def load_pretrained(
     tuple
         ``(model in eval mode, config, history)``.
     """
-    return load_trained_model(
+    return checkpoints.load_trained_model(
         path,
         (PRETRAINED_KIND, CHECKPOINTS.name),
         PretrainConfig,
@@ -293,7 +288,7 @@ def pretrain(
     model.to(device)
     optimizer = make_optimizer(model, config)
 
-    def run_epoch(epoch: Epoch) -> dict[str, Any]:
+    def run_epoch(epoch: checkpoints.Epoch) -> dict[str, Any]:
         loader = DataLoader(
             dataset,
             batch_size=config.batch_size,
@@ -317,12 +312,12 @@ def pretrain(
             embeddings = model.embed(model.normalize(torch.cat([view_a, view_b])))
             z_a, z_b = embeddings.chunk(2)
             loss = info_nce(z_a, z_b, config.temperature)
-            optimizer_step(optimizer, loss)
+            checkpoints.optimizer_step(optimizer, loss)
             loss_sum += loss.detach()
             epoch.advance()
         return {"loss": float(loss_sum) / steps_per_epoch, "lr": lr}
 
-    history = train_epochs(
+    history = checkpoints.train_epochs(
         run_epoch,
         CHECKPOINTS,
         model,

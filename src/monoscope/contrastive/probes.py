@@ -39,12 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from monoscope.checkpoints import (
-    CheckpointKind,
-    Epoch,
-    optimizer_step,
-    train_epochs,
-)
+from monoscope import checkpoints
 from monoscope.config import Requirement, check_fields, in_range, one_of
 from monoscope.contrastive.augment import random_resized_crop
 from monoscope.contrastive.models import ContrastiveModel
@@ -55,7 +50,7 @@ log = logging.getLogger(__name__)
 FEATURE_SOURCES = ("backbone", "projector")
 PROBE_OPTIMIZERS = ("adam", "sgd")
 # The number of epochs sets the cosine schedule, so a resume may not change it.
-FINETUNE_CHECKPOINTS = CheckpointKind(
+FINETUNE_CHECKPOINTS = checkpoints.CheckpointKind(
     "contrastive_finetune_checkpoint", resumable_keys=("num_workers",)
 )
 
@@ -233,7 +228,7 @@ def train_linear_classifier(
         for start in range(0, len(order), config.batch_size):
             batch = order[start : start + config.batch_size]
             loss = F.cross_entropy(classifier(features[batch]), labels[batch])
-            optimizer_step(optimizer, loss)
+            checkpoints.optimizer_step(optimizer, loss)
     return classifier.eval()
 
 
@@ -553,7 +548,7 @@ def finetune(
     warmup_steps = min(config.warmup_epochs * steps_per_epoch, total_steps)
     augment_generator = torch.Generator().manual_seed(config.seed + 1)
 
-    def run_epoch(epoch: Epoch) -> dict[str, Any]:
+    def run_epoch(epoch: checkpoints.Epoch) -> dict[str, Any]:
         loss_sum = torch.zeros((), device=device)
         for images, labels, _ in loader:
             for group in optimizer.param_groups:
@@ -569,12 +564,12 @@ def finetune(
             if train_transform is not None:
                 inputs = train_transform(inputs)
             loss = F.cross_entropy(classifier(inputs), labels)
-            optimizer_step(optimizer, loss)
+            checkpoints.optimizer_step(optimizer, loss)
             loss_sum += loss.detach()
             epoch.advance()
         return {"loss": float(loss_sum) / steps_per_epoch}
 
-    history = train_epochs(
+    history = checkpoints.train_epochs(
         run_epoch,
         FINETUNE_CHECKPOINTS,
         classifier,

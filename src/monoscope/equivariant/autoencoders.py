@@ -28,14 +28,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from monoscope.checkpoints import (
-    CheckpointKind,
-    Epoch,
-    load_trained_model,
-    optimizer_step,
-    save_trained_model,
-    train_epochs,
-)
+from monoscope import checkpoints
 from monoscope.config import RecordConfig, check_fields, one_of
 from monoscope.equivariant.orbits import QUARTER_TURNS, check_orbit_size, rotate_images
 from monoscope.registry import Registry
@@ -45,7 +38,7 @@ log = logging.getLogger(__name__)
 ARCHITECTURES: Registry[Callable[[AutoencoderConfig, int], ImageAutoencoder]] = Registry(
     "autoencoder architecture"
 )
-CHECKPOINTS = CheckpointKind("equivariant_autoencoder_checkpoint")
+CHECKPOINTS = checkpoints.CheckpointKind("equivariant_autoencoder_checkpoint")
 MODEL_KIND = "equivariant_autoencoder"
 CHANNELS = 3
 _SHUFFLE_STREAM, _AUGMENT_STREAM = 0, 1
@@ -337,7 +330,7 @@ def train_autoencoder(
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     count = images.shape[0]
 
-    def run_epoch(epoch: Epoch) -> dict[str, Any]:
+    def run_epoch(epoch: checkpoints.Epoch) -> dict[str, Any]:
         order = torch.randperm(count, generator=epoch.generator(_SHUFFLE_STREAM))
         augment_generator = epoch.generator(_AUGMENT_STREAM)
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -348,12 +341,12 @@ def train_autoencoder(
             batch = batch.to(device)
             reconstruction, _ = model(batch)
             loss = (reconstruction - batch).pow(2).mean()
-            optimizer_step(optimizer, loss)
+            checkpoints.optimizer_step(optimizer, loss)
             loss_sum += loss.detach().double() * batch.shape[0]
             epoch.advance()
         return {"loss": float(loss_sum) / count}
 
-    history = train_epochs(
+    history = checkpoints.train_epochs(
         run_epoch,
         CHECKPOINTS,
         model,
@@ -421,7 +414,9 @@ def save_autoencoder(
     history: list[dict[str, Any]] | None = None,
 ) -> None:
     """Write a trained model: tensors ``model/<name>``; metadata kind, config, image size."""
-    save_trained_model(path, MODEL_KIND, model, config, history, image_size=int(model.image_size))
+    checkpoints.save_trained_model(
+        path, MODEL_KIND, model, config, history, image_size=int(model.image_size)
+    )
 
 
 def load_autoencoder(
@@ -431,7 +426,7 @@ def load_autoencoder(
 
     Returns ``(model in eval mode on device, config, history)``.
     """
-    return load_trained_model(
+    return checkpoints.load_trained_model(
         path,
         (MODEL_KIND, CHECKPOINTS.name),
         AutoencoderConfig,

@@ -13,6 +13,8 @@ we say so.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import torch
 from torch import fx, nn
 
@@ -105,22 +107,21 @@ def _extract_prefix(net: nn.Module, upper: str) -> fx.GraphModule:
 
 
 def _ancestors(node: fx.Node) -> set[fx.Node]:
-    seen, stack = {node}, [node]
-    while stack:
-        for parent in stack.pop().all_input_nodes:
-            if parent not in seen:
-                seen.add(parent)
-                stack.append(parent)
-    return seen
+    return _reachable(node, lambda n: n.all_input_nodes)
 
 
 def _descendants(node: fx.Node) -> set[fx.Node]:
+    return _reachable(node, lambda n: n.users)
+
+
+def _reachable(node: fx.Node, neighbours: Callable[[fx.Node], Iterable[fx.Node]]) -> set[fx.Node]:
+    """``node`` and every node reached from it by repeatedly following ``neighbours``."""
     seen, stack = {node}, [node]
     while stack:
-        for child in stack.pop().users:
-            if child not in seen:
-                seen.add(child)
-                stack.append(child)
+        for neighbour in neighbours(stack.pop()):
+            if neighbour not in seen:
+                seen.add(neighbour)
+                stack.append(neighbour)
     return seen
 
 

@@ -13,14 +13,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from monoscope.checkpoints import (
-    CheckpointKind,
-    Epoch,
-    config_record,
-    optimizer_step,
-    save_model_file,
-    train_epochs,
-)
+from monoscope import checkpoints
 from monoscope.data import ImageDataset
 from monoscope.models.demo import DEMO_CHECKPOINT_KIND, DEMO_MODEL_KIND, DemoCNN
 from monoscope.models.registry import DIGITS_MEAN, DIGITS_STD, SubjectModel
@@ -28,7 +21,7 @@ from monoscope.models.registry import DIGITS_MEAN, DIGITS_STD, SubjectModel
 log = logging.getLogger(__name__)
 
 # The number of epochs sets the one-cycle schedule, so a resume may not change it.
-CHECKPOINTS = CheckpointKind(DEMO_CHECKPOINT_KIND, resumable_keys=())
+CHECKPOINTS = checkpoints.CheckpointKind(DEMO_CHECKPOINT_KIND, resumable_keys=())
 
 
 @dataclass(frozen=True)
@@ -123,19 +116,19 @@ def train_demo_cnn(
         "std": list(DIGITS_STD),
     }
 
-    def run_epoch(epoch: Epoch) -> dict[str, Any]:
+    def run_epoch(epoch: checkpoints.Epoch) -> dict[str, Any]:
         running = 0.0
         for images, labels, _ in loader:
             images, labels = images.to(device), labels.to(device)
             loss = loss_fn(net(model.normalize(images)), model.targets(labels))
-            optimizer_step(optimizer, loss)
+            checkpoints.optimizer_step(optimizer, loss)
             schedule.step()
             running += loss.item() * len(labels)
             epoch.advance()
         return {"loss": running / len(train_set)}
 
     start = time.perf_counter()
-    history = train_epochs(
+    history = checkpoints.train_epochs(
         run_epoch,
         CHECKPOINTS,
         net,
@@ -157,7 +150,7 @@ def train_demo_cnn(
         "seconds": time.perf_counter() - start,
     }
     log.info("test accuracy %.4f (%d classes)", metrics["test_accuracy"], num_classes)
-    model.metadata = {**rebuild, "config": config_record(config), "history": history}
+    model.metadata = {**rebuild, "config": checkpoints.config_record(config), "history": history}
     return model, metrics
 
 
@@ -180,4 +173,4 @@ class _LoaderState:
 def save_demo_model(model: SubjectModel, path: str | os.PathLike) -> None:
     """Write a trained demo network (:func:`monoscope.checkpoints.save_model_file`); its
     record (``model.metadata``) rebuilds it on load."""
-    save_model_file(path, DEMO_MODEL_KIND, model.net, model.metadata)
+    checkpoints.save_model_file(path, DEMO_MODEL_KIND, model.net, model.metadata)

@@ -16,6 +16,8 @@ class with ``normalized_mse``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from monoscope.sae.base import SparseAutoencoder, register_sae
@@ -30,6 +32,8 @@ class TopKSAE(SparseAutoencoder):
     ----------
     input_dim : d.
     num_features : K.
+    k, k_aux, aux_coef, dead_tokens : keywords of the sparsifier
+        (:class:`~monoscope.sae.parts.TopKSparsifier`, defaults 32, None, 1/32, 100000):
     k : pre-activations kept per sample (exactly k before the ReLU, so at most k codes
         are nonzero).
     k_aux : dead features used by the auxiliary loss per sample; ``None`` means
@@ -57,17 +61,16 @@ class TopKSAE(SparseAutoencoder):
         self,
         input_dim: int,
         num_features: int,
-        k: int = 32,
-        k_aux: int | None = None,
-        aux_coef: float = 1 / 32,
-        dead_tokens: int = 100_000,
+        *,
         init: str = "tied",
         normalized_mse: bool = False,
+        **sparsifier: Any,
     ) -> None:
+        # k, k_aux, aux_coef and dead_tokens, with their defaults, are the sparsifier's.
         super().__init__(
             input_dim,
             LinearEncoder(input_dim, num_features),
-            TopKSparsifier(input_dim, num_features, k, k_aux, aux_coef, dead_tokens),
+            TopKSparsifier(input_dim, num_features, **sparsifier),
             FreeDictionary(input_dim, num_features, unit_norm=True),
             init=init,
             normalized_mse=normalized_mse,
