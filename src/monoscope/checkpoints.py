@@ -407,41 +407,55 @@ def load_model_file(
     return model.to(device).eval(), record
 
 
-def save_trained_model(
-    path: str | os.PathLike,
-    kind: str,
-    model: torch.nn.Module,
-    config: Any,
-    history: list[Record] | None = None,
-    **entries: Any,
-) -> None:
-    """:func:`save_model_file` of a trainer's result: the record of its dataclass
-    ``config``, its ``history`` and the ``entries`` that rebuild the model."""
-    save_model_file(
-        path, kind, model, {"config": config_record(config), "history": history or [], **entries}
-    )
+@dataclass(frozen=True)
+class TrainedModelFormat:
+    """The file of one trainer's result: the model's tensors with the record of its
+    dataclass config, its history and the entries that rebuild it.
 
+    One instance per trainer gives its ``save`` and ``load``; ``load`` also reads the
+    trainer's checkpoints (``checkpoint``), which hold the same record.
 
-def load_trained_model(
-    path: str | os.PathLike,
-    kinds: Iterable[str],
-    config_type: Any,
-    build: Callable[[Any, Record], torch.nn.Module],
-    what: str,
-    written_by: str,
-    device: torch.device | str = "cpu",
-) -> tuple[torch.nn.Module, Any, list[Record]]:
-    """Inverse of :func:`save_trained_model` (for model files and checkpoints alike):
-    ``build(config, record)`` makes the model, ``config_type.from_dict`` the config.
-
-    Returns ``(model in eval mode on device, config, history)``.
+    Parameters
+    ----------
+    kind : the model file's kind.
+    checkpoint : the trainer's checkpoint kind.
+    config_type : the config dataclass (a :class:`~monoscope.config.RecordConfig`).
+    build : ``build(config, record)`` makes the untrained model.
+    what, written_by : the model and the function that writes it, for errors.
+    entries : ``entries(model)``, further record entries that ``build`` needs.
     """
-    model, record = load_model_file(
-        path,
-        kinds,
-        lambda record: build(config_type.from_dict(record["config"]), record),
-        what,
-        written_by,
-        device,
-    )
-    return model, config_type.from_dict(record["config"]), list(record.get("history", []))
+
+    kind: str
+    checkpoint: CheckpointKind
+    config_type: Any
+    build: Callable[[Any, Record], torch.nn.Module]
+    what: str
+    written_by: str
+    entries: Callable[[torch.nn.Module], Record] = lambda model: {}
+
+    def save(
+        self,
+        path: str | os.PathLike,
+        model: torch.nn.Module,
+        config: Any,
+        history: list[Record] | None = None,
+    ) -> None:
+        """Write ``model`` with its ``config`` and training ``history``."""
+        record = {"config": config_record(config), "history": history or []}
+        save_model_file(path, self.kind, model, record | self.entries(model))
+
+    def load(
+        self, path: str | os.PathLike, device: torch.device | str = "cpu"
+    ) -> tuple[torch.nn.Module, Any, list[Record]]:
+        """``(model in eval mode on device, config, history)`` of a file :meth:`save`
+        wrote or of a training checkpoint."""
+        model, record = load_model_file(
+            path,
+            (self.kind, self.checkpoint.name),
+            lambda record: self.build(self.config_type.from_dict(record["config"]), record),
+            self.what,
+            self.written_by,
+            device,
+        )
+        history = list(record.get("history", []))
+        return model, self.config_type.from_dict(record["config"]), history

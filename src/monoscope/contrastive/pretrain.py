@@ -210,35 +210,19 @@ def warmup_cosine_lr(step: int, base_lr: float, warmup_steps: int, total_steps: 
 # --------------------------------------------------------------------------- files
 
 
-def save_pretrained(
-    path: str | os.PathLike,
-    model: ContrastiveModel,
-    config: PretrainConfig,
-    history: list[dict[str, Any]] | None = None,
-) -> None:
-    """Write a trained model's weights with the config that rebuilds it."""
-    checkpoints.save_trained_model(path, PRETRAINED_KIND, model, config, history)
-
-
-def load_pretrained(
-    path: str | os.PathLike, device: torch.device | str = "cpu"
-) -> tuple[ContrastiveModel, PretrainConfig, list[dict[str, Any]]]:
-    """Rebuild a model from :func:`save_pretrained`'s file or a training checkpoint.
-
-    Returns
-    -------
-    tuple
-        ``(model in eval mode, config, history)``.
-    """
-    return checkpoints.load_trained_model(
-        path,
-        (PRETRAINED_KIND, CHECKPOINTS.name),
-        PretrainConfig,
-        lambda config, record: build_model(config),
-        "pretrained contrastive model",
-        "pretrain / save_pretrained",
-        device,
-    )
+# save_pretrained(path, model, config, history) writes a trained model with the config
+# that rebuilds it; load_pretrained(path, device) returns (model in eval mode, config,
+# history) from that file or from a training checkpoint.
+PRETRAINED_FILES = checkpoints.TrainedModelFormat(
+    PRETRAINED_KIND,
+    CHECKPOINTS,
+    PretrainConfig,
+    lambda config, record: build_model(config),
+    "pretrained contrastive model",
+    "pretrain / save_pretrained",
+)
+save_pretrained = PRETRAINED_FILES.save
+load_pretrained = PRETRAINED_FILES.load
 
 
 # --------------------------------------------------------------------------- training

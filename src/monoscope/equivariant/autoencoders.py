@@ -407,31 +407,17 @@ def orbit_latents(
 # ---------------------------------------------------------------------- files
 
 
-def save_autoencoder(
-    path: str | os.PathLike,
-    model: ImageAutoencoder,
-    config: AutoencoderConfig,
-    history: list[dict[str, Any]] | None = None,
-) -> None:
-    """Write a trained model: tensors ``model/<name>``; metadata kind, config, image size."""
-    checkpoints.save_trained_model(
-        path, MODEL_KIND, model, config, history, image_size=int(model.image_size)
-    )
-
-
-def load_autoencoder(
-    path: str | os.PathLike, device: torch.device | str = "cpu"
-) -> tuple[ImageAutoencoder, AutoencoderConfig, list[dict[str, Any]]]:
-    """Rebuild a model from :func:`save_autoencoder`'s file or a training checkpoint.
-
-    Returns ``(model in eval mode on device, config, history)``.
-    """
-    return checkpoints.load_trained_model(
-        path,
-        (MODEL_KIND, CHECKPOINTS.name),
-        AutoencoderConfig,
-        lambda config, record: build_autoencoder(config, int(record["image_size"])),
-        "base autoencoder",
-        "monoscope.equivariant.autoencoders.save_autoencoder or train_autoencoder's checkpoint",
-        device,
-    )
+# save_autoencoder(path, model, config, history) writes tensors model/<name> with the
+# kind, config and image size; load_autoencoder(path, device) returns (model in eval
+# mode on device, config, history) from that file or from a training checkpoint.
+AUTOENCODER_FILES = checkpoints.TrainedModelFormat(
+    MODEL_KIND,
+    CHECKPOINTS,
+    AutoencoderConfig,
+    lambda config, record: build_autoencoder(config, int(record["image_size"])),
+    "base autoencoder",
+    "monoscope.equivariant.autoencoders.save_autoencoder or train_autoencoder's checkpoint",
+    entries=lambda model: {"image_size": int(model.image_size)},
+)
+save_autoencoder = AUTOENCODER_FILES.save
+load_autoencoder = AUTOENCODER_FILES.load
