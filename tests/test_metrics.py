@@ -9,7 +9,6 @@ import torch
 from scipy.stats import spearmanr
 
 from monoscope.pure.metrics import (
-    alignment,
     alignment_scores,
     distance_summary,
     mean_and_standard_error,
@@ -18,7 +17,14 @@ from monoscope.pure.metrics import (
     purity,
     purity_summary,
     semantic_distances,
+    summarize_alignment,
 )
+
+
+def alignment(spaces, reference, **options):
+    """Mean and standard error of the alignment over the groups of neurons."""
+    return summarize_alignment(alignment_scores(spaces, reference, **options))
+
 
 # 4 points in 1-D, two clusters: x = 0, 1 | 3, 6.
 # pairs (distance, same cluster?): (0,1) 1 yes, (0,2) 3 no, (0,3) 6 no,

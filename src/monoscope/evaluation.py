@@ -19,8 +19,13 @@ import torch
 from monoscope.data import read_sample_table
 from monoscope.io import load_tensors
 from monoscope.pure.circuits import Circuits, load_circuits
-from monoscope.pure.metrics import alignment as alignment_scores
-from monoscope.pure.metrics import distance_summary, mean_and_standard_error, purity_summary
+from monoscope.pure.metrics import (
+    alignment_scores,
+    distance_summary,
+    mean_and_standard_error,
+    purity_summary,
+    summarize_alignment,
+)
 from monoscope.tables import format_mean_se, write_table
 from monoscope.units import kind_label
 
@@ -170,12 +175,14 @@ def evaluate_pure(
     spaces = {name: tensors["embeddings"].numpy() for name, tensors in vectors.items()}
     spaces["circuits (PURE)"] = circuit_data.circuits.numpy()
     spaces["activations"] = circuit_data.activations.numpy()
-    aligned = alignment_scores(
-        spaces,
-        reference=reference,
-        subsets=alignment["subsets"],
-        references_per_neuron=alignment["references"],
-        seed=alignment["seed"],
+    aligned = summarize_alignment(
+        alignment_scores(
+            spaces,
+            reference=reference,
+            subsets=alignment["subsets"],
+            references_per_neuron=alignment["references"],
+            seed=alignment["seed"],
+        )
     )
     return {
         "reference": reference,

@@ -32,7 +32,7 @@ import numpy as np
 from scipy.spatial.distance import pdist, squareform
 
 METRICS = ("pearson", "spearman", "dcor")
-"""Correlations reported by :func:`alignment`, in this order."""
+"""Correlations reported by :func:`alignment_scores`, in this order."""
 
 
 def _as_array(values, dtype=None) -> np.ndarray:
@@ -52,7 +52,7 @@ def pairwise_distances(x) -> np.ndarray:
 
     ``D[i, j] = sqrt(sum_d (x[i, d] - x[j, d]) ** 2)``, computed from the differences
     (``scipy.spatial.distance.pdist``) rather than from the Gram matrix, so identical
-    vectors are exactly 0 apart; the zero-distance filter of :func:`alignment` relies on it.
+    vectors are exactly 0 apart; the zero-distance filter of :func:`alignment_scores` relies on it.
 
     Parameters
     ----------
@@ -218,10 +218,37 @@ def alignment_scores(
     references_per_neuron: int = 50,
     seed: int = 0,
 ) -> dict[str, dict[str, np.ndarray]]:
-    """Correlations with the reference space per group of neurons (before summarising).
+    """Agreement of distances in each space with distances in a reference space (stage 7).
 
-    Same arguments as :func:`alignment`. Returns ``space -> metric -> [G]`` with one entry
-    per group of :func:`neuron_groups` (``G = min(subsets, C)``).
+    For every neuron only its first ``M = references_per_neuron`` references are used (all
+    if it has fewer). The C neurons are split into ``subsets`` random disjoint groups
+    (:func:`neuron_groups`; fewer if ``C < subsets``). In each group, the Euclidean
+    distances of all pairs ``i < j`` within each neuron's M references are pooled over the
+    group's neurons, in every space and in the reference space (pairs never mix neurons).
+    Pairs where either the space's or the reference's distance is exactly zero (duplicate
+    references) are dropped, separately for each space. Then, per group:
+
+    - ``pearson``: Pearson correlation of the space's pooled distances with the reference's
+      (what the PURE paper calls distance correlation),
+    - ``spearman``: Spearman rank correlation (``scipy.stats.spearmanr``),
+    - ``dcor``: Szekely's distance correlation (``dcor.distance_correlation``) of the two
+      1-D samples, which also sees non-monotone dependence.
+
+    Parameters
+    ----------
+    spaces : name -> ``[C, M', D]`` vectors of the same C neurons and M' references in
+        every space (D may differ); must include ``reference``.
+    reference : name of the reference space (CLIP in the paper).
+    subsets : number of groups of neurons (paper: 30).
+    references_per_neuron : M (paper: 50).
+    seed : seed of the random split into groups.
+
+    Returns
+    -------
+    space -> ``{"pearson", "spearman", "dcor"}`` -> ``[G]``, one value per group of
+    :func:`neuron_groups` (``G = min(subsets, C)``); :func:`summarize_alignment` gives
+    the mean and standard error. The reference is included, with Pearson 1 (NaN for a
+    degenerate reference).
     """
     if reference not in spaces:
         raise KeyError(f"reference space {reference!r} is not among {sorted(spaces)}")
@@ -258,45 +285,12 @@ def alignment_scores(
     return scores
 
 
-def alignment(
-    spaces: Mapping[str, object],
-    reference: str,
-    subsets: int = 30,
-    references_per_neuron: int = 50,
-    seed: int = 0,
+def summarize_alignment(
+    scores: Mapping[str, Mapping[str, np.ndarray]],
 ) -> dict[str, dict[str, tuple[float, float]]]:
-    """Agreement of distances in each space with distances in a reference space (stage 7).
-
-    For every neuron only its first ``M = references_per_neuron`` references are used (all
-    if it has fewer). The C neurons are split into ``subsets`` random disjoint groups
-    (:func:`neuron_groups`; fewer if ``C < subsets``). In each group, the Euclidean
-    distances of all pairs ``i < j`` within each neuron's M references are pooled over the
-    group's neurons, in every space and in the reference space (pairs never mix neurons).
-    Pairs where either the space's or the reference's distance is exactly zero (duplicate
-    references) are dropped, separately for each space. Then, per group:
-
-    - ``pearson``: Pearson correlation of the space's pooled distances with the reference's
-      (what the PURE paper calls distance correlation),
-    - ``spearman``: Spearman rank correlation (``scipy.stats.spearmanr``),
-    - ``dcor``: Szekely's distance correlation (``dcor.distance_correlation``) of the two
-      1-D samples, which also sees non-monotone dependence.
-
-    Parameters
-    ----------
-    spaces : name -> ``[C, M', D]`` vectors of the same C neurons and M' references in
-        every space (D may differ); must include ``reference``.
-    reference : name of the reference space (CLIP in the paper).
-    subsets : number of groups of neurons (paper: 30).
-    references_per_neuron : M (paper: 50).
-    seed : seed of the random split into groups.
-
-    Returns
-    -------
-    space -> ``{"pearson", "spearman", "dcor"}`` -> ``(mean, se)`` over the groups
+    """``space -> metric -> (mean, se)`` over the groups of :func:`alignment_scores`
     (:func:`mean_and_standard_error`; groups where a correlation is undefined are left
-    out). The reference is included, with Pearson 1 (NaN for a degenerate reference).
-    """
-    scores = alignment_scores(spaces, reference, subsets, references_per_neuron, seed)
+    out)."""
     return {
         name: {metric: mean_and_standard_error(values) for metric, values in per_metric.items()}
         for name, per_metric in scores.items()
