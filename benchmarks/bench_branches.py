@@ -23,9 +23,9 @@ import torch.nn.functional as F
 
 import monoscope  # noqa: F401  (must precede any torchvision import)
 from monoscope.contrastive import augment as aug
-from monoscope.contrastive.evaluate import SAEOnContrastive, contrastive_sae_config
 from monoscope.contrastive.pretrain import PretrainConfig, pretrain
 from monoscope.contrastive.probes import extract_features
+from monoscope.contrastive.representations import SAEOnContrastive, contrastive_sae_config
 from monoscope.contrastive.robustness import input_noise_transform
 from monoscope.data import InMemoryDataset
 from monoscope.equivariant.autoencoders import AutoencoderConfig, orbit_latents, train_autoencoder

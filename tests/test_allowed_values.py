@@ -22,9 +22,9 @@ def library_values() -> dict[str, set]:
     """Schema enum path -> the library's allowed values (imported lazily)."""
     from monoscope import activations, embedders, references
     from monoscope.contrastive import data as contrastive_data
-    from monoscope.contrastive import evaluate as contrastive_evaluate
     from monoscope.contrastive import models as contrastive_models
     from monoscope.contrastive import pretrain, probes
+    from monoscope.contrastive import representations as contrastive_representations
     from monoscope.data import DATA_SOURCES
     from monoscope.equivariant import autoencoders, orbits, saes, shapes
     from monoscope.equivariant import probes as equivariant_probes
@@ -53,7 +53,7 @@ def library_values() -> dict[str, set]:
         "contrastive.pretrain.ncl_nonneg": set(contrastive_models.NONNEG_MAPS) - {"none"},
         "contrastive.pretrain.optimizer": set(pretrain.OPTIMIZERS),
         "contrastive.features": set(probes.FEATURE_SOURCES),
-        "contrastive.probes.[]": set(contrastive_evaluate.PROBES),
+        "contrastive.probes.[]": set(contrastive_representations.PROBES),
         "contrastive.linear.optimizer": set(probes.PROBE_OPTIMIZERS),
         "contrastive.hierarchy.kind": set(DISTANCE_KINDS),
         "equivariant.data.orbit_size": set(orbits.ORBIT_SIZES),
@@ -192,8 +192,8 @@ def alternatives(pattern: str) -> set[str]:
 
 
 def test_wildcard_constraints_are_the_librarys(constraints):
-    from monoscope.contrastive.evaluate import NOISES, PROBES, REPRESENTATIONS
     from monoscope.contrastive.pretrain import METHODS
+    from monoscope.contrastive.representations import NOISES, PROBES, REPRESENTATIONS
     from monoscope.equivariant.autoencoders import ARCHITECTURES
     from monoscope.equivariant.saes import FAMILIES, LOSS_TYPES, PLAIN_LOSS
     from monoscope.equivariant.tables import FAMILY_ORDER

@@ -397,14 +397,16 @@ def test_linear_probe_separates_blobs_and_is_seeded():
     train_x, train_y = blobs(300, 10, 3, seed=0)
     test_x, test_y = blobs(150, 10, 3, seed=0)  # same centres, fresh noise below
     test_x = test_x + torch.randn(test_x.shape, generator=torch.Generator().manual_seed(9)) * 0.1
-    config = probes.ProbeConfig(epochs=20, batch_size=64, lr=1e-2)
+    config = probes.LinearProbeConfig(epochs=20, batch_size=64, lr=1e-2)
     accuracy = probes.linear_probe(train_x, train_y, test_x, test_y, config)
     assert accuracy > 0.95
     assert probes.linear_probe(train_x, train_y, test_x, test_y, config) == accuracy
-    sgd = probes.ProbeConfig(epochs=20, batch_size=64, lr=1e-2, optimizer="sgd", standardize=False)
+    sgd = probes.LinearProbeConfig(
+        epochs=20, batch_size=64, lr=1e-2, optimizer="sgd", standardize=False
+    )
     assert probes.linear_probe(train_x, train_y, test_x, test_y, sgd) > 0.95
     with pytest.raises(ValueError, match="probe.optimizer"):
-        probes.ProbeConfig(optimizer="lbfgs")
+        probes.LinearProbeConfig(optimizer="lbfgs")
 
 
 def brute_force_rank(features: torch.Tensor, m: int) -> list[int]:
@@ -446,7 +448,7 @@ def test_selected_dims_probe_keeps_the_informative_dimensions():
     noise = torch.rand(200, 30, generator=generator) * 0.01
     features = torch.cat([informative.abs() + 5, noise], dim=1)
     assert set(probes.rank_dimensions(features, 4).tolist()) == {0, 1, 2, 3}
-    config = probes.ProbeConfig(epochs=20, batch_size=64, lr=1e-2)
+    config = probes.LinearProbeConfig(epochs=20, batch_size=64, lr=1e-2)
     assert probes.selected_dims_probe(features, labels, features, labels, 4, config) > 0.9
 
 

@@ -14,7 +14,21 @@ import monoscope  # noqa: F401  (must precede any torchvision import)
 from monoscope.checkpoints import checkpoint_resumable
 from monoscope.contrastive import augment as aug
 from monoscope.contrastive.data import ContrastiveDataConfig, load_contrastive_split
-from monoscope.contrastive.evaluate import (
+from monoscope.contrastive.models import build_contrastive_model, resnet18_backbone
+from monoscope.contrastive.pretrain import (
+    CHECKPOINTS,
+    PretrainConfig,
+    ProjectorConfig,
+    pretrain,
+    save_pretrained,
+)
+from monoscope.contrastive.probes import (
+    FeatureSet,
+    LinearProbeConfig,
+    extract_features,
+    linear_probe,
+)
+from monoscope.contrastive.representations import (
     SAEOnContrastive,
     check_setting,
     contrastive_sae_config,
@@ -27,20 +41,6 @@ from monoscope.contrastive.evaluate import (
     save_feature_sets,
     setting_name,
     top_references,
-)
-from monoscope.contrastive.models import build_contrastive_model, resnet18_backbone
-from monoscope.contrastive.pretrain import (
-    CHECKPOINTS,
-    PretrainConfig,
-    ProjectorConfig,
-    pretrain,
-    save_pretrained,
-)
-from monoscope.contrastive.probes import (
-    FeatureSet,
-    ProbeConfig,
-    extract_features,
-    linear_probe,
 )
 from monoscope.contrastive.robustness import (
     few_shot_subset,
@@ -211,7 +211,7 @@ def clean_features(blobs):
     )
 
 
-PROBE = ProbeConfig(epochs=30, batch_size=16, lr=0.01)
+PROBE = LinearProbeConfig(epochs=30, batch_size=16, lr=0.01)
 
 
 def test_clean_linear_cell_equals_the_plain_linear_probe(blobs, clean_features):
@@ -413,7 +413,7 @@ def test_sae_on_projector_output_trains_with_the_normalized_loss():
 
 
 def test_representations_frame_joins_units_and_clean_accuracies():
-    from monoscope.contrastive.evaluate import representations_frame
+    from monoscope.contrastive.representations import representations_frame
 
     units = [
         {

@@ -3,7 +3,7 @@
 import torch
 
 from monoscope.config import from_mapping
-from monoscope.contrastive import evaluate
+from monoscope.contrastive import representations
 from monoscope.contrastive.data import ContrastiveDataConfig, load_contrastive_split
 from monoscope.contrastive.probes import extract_features
 from monoscope.device import resolve_device
@@ -16,22 +16,24 @@ setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 device = resolve_device(snakemake.params.device)
 representation = snakemake.wildcards.representation
-model = evaluate.load_representation(snakemake.input.model, snakemake.input.get("sae"), device)
+model = representations.load_representation(
+    snakemake.input.model, snakemake.input.get("sae"), device
+)
 data = from_mapping(ContrastiveDataConfig, snakemake.params.data)
 train_ds, classes = load_contrastive_split(data, True)
 test_ds, _ = load_contrastive_split(data, False)
 which, batch_size = snakemake.params.which, snakemake.params.batch_size
 train = extract_features(model, train_ds, which, batch_size, device=device)
 test = extract_features(model, test_ds, which, batch_size, device=device)
-evaluate.save_feature_sets(snakemake.output.features, classes, train=train, test=test)
+representations.save_feature_sets(snakemake.output.features, classes, train=train, test=test)
 
 distances = distances_from_config(snakemake.params.hierarchy, classes)
-summary = evaluate.representation_summary(test.features, test.labels, distances)
+summary = representations.representation_summary(test.features, test.labels, distances)
 write_json(snakemake.output.units, {"representation": representation, "which": which, **summary})
 
 references = snakemake.params.references
-dims = evaluate.reference_dimensions(train.features, references["dimensions"])
-positions = evaluate.top_references(test.features, dims, references["n"])
+dims = representations.reference_dimensions(train.features, references["dimensions"])
+positions = representations.top_references(test.features, dims, references["n"])
 images = torch.stack([test_ds[int(p)][0] for p in positions.flatten()])
 plot_crop_grid(
     (images * 255).round().to(torch.uint8),

@@ -4,8 +4,12 @@ import torch
 
 from monoscope.config import from_mapping
 from monoscope.contrastive.data import ContrastiveDataConfig, load_contrastive_split
-from monoscope.contrastive.evaluate import load_feature_sets, load_representation, probe_under_noise
-from monoscope.contrastive.probes import FinetuneConfig, ProbeConfig
+from monoscope.contrastive.probes import FinetuneConfig, LinearProbeConfig
+from monoscope.contrastive.representations import (
+    load_feature_sets,
+    load_representation,
+    probe_under_noise,
+)
 from monoscope.device import resolve_device
 from monoscope.io import write_json
 from monoscope.logs import setup_logging
@@ -32,7 +36,7 @@ record = probe_under_noise(
     features["train"],
     features["test"],
     num_classes=len(classes),
-    probe_config=from_mapping(ProbeConfig, snakemake.params.linear),
+    probe_config=from_mapping(LinearProbeConfig, snakemake.params.linear),
     finetune_config=from_mapping(FinetuneConfig, snakemake.params.finetune),
     selected_dims=snakemake.params.selected_dims,
     which=snakemake.params.which,

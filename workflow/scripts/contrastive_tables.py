@@ -1,6 +1,6 @@
 """The robustness table, the representations table and the accuracy-vs-noise curves."""
 
-from monoscope.contrastive.evaluate import (
+from monoscope.contrastive.representations import (
     plot_accuracy_vs_noise,
     representations_frame,
     robustness_frame,

@@ -5,9 +5,9 @@ import torch.nn.functional as F
 
 from monoscope.config import from_mapping
 from monoscope.contrastive.data import ContrastiveDataConfig, load_contrastive_split
-from monoscope.contrastive.evaluate import contrastive_sae_config
 from monoscope.contrastive.pretrain import load_pretrained
 from monoscope.contrastive.probes import extract_features
+from monoscope.contrastive.representations import contrastive_sae_config
 from monoscope.device import resolve_device
 from monoscope.io import guard_checkpoint, release_checkpoint, write_json
 from monoscope.logs import setup_logging

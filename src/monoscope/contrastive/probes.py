@@ -132,7 +132,7 @@ def extract_features(
 
 
 @dataclass(frozen=True)
-class ProbeConfig:
+class LinearProbeConfig:
     """Training of a linear probe on frozen features.
 
     Parameters
@@ -171,7 +171,7 @@ def train_linear_classifier(
     features: torch.Tensor,
     labels: torch.Tensor,
     num_classes: int,
-    config: ProbeConfig | None = None,
+    config: LinearProbeConfig | None = None,
     device: torch.device | str | None = None,
 ) -> nn.Module:
     """Fit a linear classifier (with its standardisation) on frozen features.
@@ -184,7 +184,7 @@ def train_linear_classifier(
         ``[N]`` class indices in ``0 .. num_classes - 1``.
     num_classes : int
         Outputs of the classifier.
-    config : ProbeConfig, optional
+    config : LinearProbeConfig, optional
         Optimisation settings; the defaults when omitted.
     device : torch.device or str, optional
         Where to train; the features' device when omitted.
@@ -194,7 +194,7 @@ def train_linear_classifier(
     torch.nn.Module
         ``Standardize -> Linear`` in eval mode, on ``device``.
     """
-    config = config or ProbeConfig()
+    config = config or LinearProbeConfig()
     device = torch.device(device) if device is not None else features.device
     features = features.to(device=device, dtype=torch.float32)
     labels = torch.as_tensor(labels, dtype=torch.int64).to(device)
@@ -258,7 +258,7 @@ def linear_probe(
     train_labels: torch.Tensor,
     test_feats: torch.Tensor,
     test_labels: torch.Tensor,
-    config: ProbeConfig | None = None,
+    config: LinearProbeConfig | None = None,
     num_classes: int | None = None,
     device: torch.device | str | None = None,
 ) -> float:
@@ -270,7 +270,7 @@ def linear_probe(
         ``[N, D]`` and ``[M, D]`` features.
     train_labels, test_labels : torch.Tensor
         ``[N]`` and ``[M]`` class indices (training labels may be noisy).
-    config : ProbeConfig, optional
+    config : LinearProbeConfig, optional
         Optimisation settings; the defaults when omitted.
     num_classes : int, optional
         Defaults to one more than the largest label seen.
@@ -282,7 +282,7 @@ def linear_probe(
     float
         Top-1 accuracy on the test features, in ``[0, 1]``.
     """
-    config = config or ProbeConfig()
+    config = config or LinearProbeConfig()
     train_labels = torch.as_tensor(train_labels, dtype=torch.int64)
     test_labels = torch.as_tensor(test_labels, dtype=torch.int64)
     if test_feats.shape[1:] != train_feats.shape[1:]:
@@ -350,7 +350,7 @@ def selected_dims_probe(
     test_feats: torch.Tensor,
     test_labels: torch.Tensor,
     m: int,
-    config: ProbeConfig | None = None,
+    config: LinearProbeConfig | None = None,
     num_classes: int | None = None,
     device: torch.device | str | None = None,
 ) -> float:

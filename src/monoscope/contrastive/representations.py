@@ -48,7 +48,7 @@ from monoscope.contrastive.pretrain import load_pretrained
 from monoscope.contrastive.probes import (
     FeatureSet,
     FinetuneConfig,
-    ProbeConfig,
+    LinearProbeConfig,
     extract_features,
     finetune,
     linear_probe,
@@ -178,7 +178,7 @@ def probe_under_noise(
     train_features: FeatureSet | None,
     test_features: FeatureSet | None,
     num_classes: int,
-    probe_config: ProbeConfig | None = None,
+    probe_config: LinearProbeConfig | None = None,
     finetune_config: FinetuneConfig | None = None,
     selected_dims: int = 32,
     which: str = "projector",
