@@ -18,6 +18,7 @@ rule compute_circuits:
     resources:
         gpu=1,
     params:
+        torch_threads=config["threads"],  # fixed: results depend on it
         data=section("data"),
         model=model_params(),
         lower_layer=config["model"]["lower_layer"],

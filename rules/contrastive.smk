@@ -19,6 +19,7 @@ rule pretrain_contrastive:
     resources:
         gpu=1,
     params:
+        torch_threads=config["threads"],  # fixed: results depend on it
         data=_sorted(CONTRASTIVE["data"]),
         pretrain=_sorted(CONTRASTIVE["pretrain"]),
         # Outside the outputs, so that a killed job resumes from its last epoch.
@@ -46,6 +47,7 @@ rule train_contrastive_sae:
     resources:
         gpu=1,
     params:
+        torch_threads=config["threads"],  # fixed: results depend on it
         data=_sorted(CONTRASTIVE["data"]),
         sae=_sorted(CONTRASTIVE["sae"]),
         batch_size=CONTRASTIVE["extract_batch_size"],
@@ -76,6 +78,7 @@ rule contrastive_features:
     resources:
         gpu=1,
     params:
+        torch_threads=config["threads"],  # fixed: results depend on it
         data=_sorted(CONTRASTIVE["data"]),
         which=lambda wildcards: (
             "projector"
@@ -106,6 +109,7 @@ rule contrastive_probe:
     resources:
         gpu=1,
     params:
+        torch_threads=config["threads"],  # fixed: results depend on it
         data=_sorted(CONTRASTIVE["data"]),
         which=lambda wildcards: (
             "projector"

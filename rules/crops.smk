@@ -21,6 +21,7 @@ rule render_crops:
     resources:
         gpu=1,
     params:
+        torch_threads=config["threads"],  # fixed: results depend on it
         data=section("data"),
         model=model_params(),
         upper_layer=config["model"]["upper_layer"],
@@ -74,6 +75,7 @@ rule embed_crops:
     resources:
         gpu=1,
     params:
+        torch_threads=config["threads"],  # fixed: results depend on it
         embedder=lambda wildcards: embedder_params(wildcards.embedder),
         data=section("data"),
         size=config["crops"]["size"],

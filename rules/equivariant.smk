@@ -36,6 +36,7 @@ rule train_equivariant_autoencoder:
     resources:
         gpu=1,
     params:
+        torch_threads=config["threads"],  # fixed: results depend on it
         autoencoder=_sorted(EQUIVARIANT["autoencoder"]),
         # Outside the outputs, so that a killed job resumes from its last epoch.
         checkpoint=lambda wildcards: out(
@@ -64,6 +65,7 @@ rule fit_equivariant_symmetry:
     resources:
         gpu=1,
     params:
+        torch_threads=config["threads"],  # fixed: results depend on it
         symmetry=_sorted(EQUIVARIANT["symmetry"]),
         device=config["device"],
     script:
@@ -88,6 +90,7 @@ rule train_equivariant_sae:
     resources:
         gpu=1,
     params:
+        torch_threads=config["threads"],  # fixed: results depend on it
         sae=_sorted(EQUIVARIANT["sae"]),
         checkpoint=lambda wildcards: out(
             f"equivariant/{wildcards.arch}/sae/{wildcards.family}/{wildcards.loss}/resume.safetensors"
@@ -112,6 +115,7 @@ rule probe_equivariant:
         ENV
     threads: config["threads"]
     params:
+        torch_threads=config["threads"],  # fixed: results depend on it
         probes=_sorted(EQUIVARIANT["probes"]),
     script:
         "../workflow/scripts/probe_equivariant.py"

@@ -18,6 +18,7 @@ rule train_subject:
     resources:
         gpu=1,
     params:
+        torch_threads=config["threads"],  # fixed: results depend on it
         data=section("data"),
         train=section("demo", exclude=("judge",)),
         device=config["device"],
@@ -41,6 +42,7 @@ rule train_judge:
     resources:
         gpu=1,
     params:
+        torch_threads=config["threads"],  # fixed: results depend on it
         data=section("data"),
         train=_sorted(
             section("demo", exclude=("judge", "label_groups"))

@@ -17,6 +17,7 @@ rule collect_references:
     resources:
         gpu=1,
     params:
+        torch_threads=config["threads"],  # fixed: results depend on it
         data=section("data"),
         model=model_params(),
         layers=REFERENCE_LAYERS,

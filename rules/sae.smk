@@ -22,6 +22,7 @@ rule collect_activations:
     resources:
         gpu=1,
     params:
+        torch_threads=config["threads"],  # fixed: results depend on it
         data=section("data"),
         model=model_params(),
         layers=ACTIVATION_LAYERS,
@@ -49,6 +50,7 @@ rule train_sae:
     resources:
         gpu=1,
     params:
+        torch_threads=config["threads"],  # fixed: results depend on it
         sae=lambda wildcards: _sorted(config["sae"]["models"][wildcards.sae]),
         # Outside the outputs, so that a killed job resumes from its last epoch.
         checkpoint=lambda wildcards: out(
@@ -80,6 +82,7 @@ rule sae_units:
     resources:
         gpu=1,
     params:
+        torch_threads=config["threads"],  # fixed: results depend on it
         data=section("data"),
         model=model_params(),
         n=config["references"]["n"],
@@ -109,6 +112,7 @@ rule render_sae_crops:
     resources:
         gpu=1,
     params:
+        torch_threads=config["threads"],  # fixed: results depend on it
         data=section("data"),
         model=model_params(),
         crops=section("crops", exclude=("shards", "size")),
@@ -163,6 +167,7 @@ rule score_hierarchy:
     resources:
         gpu=1,
     params:
+        torch_threads=config["threads"],  # fixed: results depend on it
         data=section("data"),
         model=model_params(),
         hierarchy=section("hierarchy"),

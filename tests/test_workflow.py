@@ -386,6 +386,28 @@ def test_changing_k_reruns_clustering_but_not_circuits(tiny_run):
     }
 
 
+def test_results_do_not_depend_on_the_core_count(tmp_path):
+    """Two fresh runs, one with --cores 1 and one with --cores 2, train the same subject
+    model and judge bit for bit: torch's threads come from the config, not the cores."""
+    import torch
+
+    from monoscope.io import load_tensors
+
+    models = {}
+    for cores in ("1", "2"):
+        workdir = copy_workflow(tmp_path / f"cores{cores}")
+        targets = [
+            "results/tiny/models/subject.safetensors",
+            "results/tiny/models/judge.safetensors",
+        ]
+        result = snakemake(workdir, "--cores", cores, "--configfile", "tiny.yaml", *targets)
+        assert result.returncode == 0, result.stderr[-3000:]
+        models[cores] = [load_tensors(workdir / target)[0] for target in targets]
+    for one, two in zip(models["1"], models["2"], strict=True):
+        assert one.keys() == two.keys()
+        assert all(torch.equal(one[name], two[name]) for name in one), "weights differ"
+
+
 def test_report_is_generated(tiny_run):
     result = snakemake(
         tiny_run, "--cores", "1", "--configfile", "tiny.yaml", "--report", "report.html"

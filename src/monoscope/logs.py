@@ -24,6 +24,21 @@ def setup_logging(log_path: str | os.PathLike | None = None, level: int = loggin
     )
 
 
+def start_job(job) -> None:
+    """Start a workflow script: logs to the job's log file, torch's CPU threads fixed.
+
+    ``job`` is the script's ``snakemake`` object. The thread count is the rule's
+    ``torch_threads`` param (the config's ``threads``), not ``job.threads``: Snakemake
+    lowers that to ``--cores``, and torch's CPU kernels split their reductions by thread
+    count, so a model trained with ``--cores 1`` would differ from one trained with 2.
+    As a param, a changed count reruns the jobs it affects.
+    """
+    import torch
+
+    setup_logging(job.log[0])
+    torch.set_num_threads(int(job.params.torch_threads))
+
+
 def progress_kwargs() -> dict:
     """tqdm options: live bars on a terminal, sparse lines in a log file."""
     interactive = sys.stderr.isatty()

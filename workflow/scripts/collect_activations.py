@@ -1,16 +1,14 @@
 """Pooled activations of the configured layers over one shard of the data set."""
 
-import torch
 
 from monoscope.activations import ActivationConfig, collect_activations, save_activation_shard
 from monoscope.config import from_mapping
 from monoscope.data import DataConfig, open_dataset, parse_scatteritem, shard_positions
 from monoscope.device import resolve_device
-from monoscope.logs import setup_logging
+from monoscope.logs import start_job
 from monoscope.models import ModelConfig, load_model
 
-setup_logging(snakemake.log[0])
-torch.set_num_threads(snakemake.threads)
+start_job(snakemake)
 params = snakemake.params
 dataset = open_dataset(from_mapping(DataConfig, params.data), snakemake.input.samples)
 model = load_model(from_mapping(ModelConfig, params.model), resolve_device(params.device))

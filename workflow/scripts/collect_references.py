@@ -1,16 +1,14 @@
 """Top-N references of every channel over one shard of the data set."""
 
-import torch
 
 from monoscope.config import from_mapping
 from monoscope.data import DataConfig, open_dataset, parse_scatteritem, shard_positions
 from monoscope.device import resolve_device
-from monoscope.logs import setup_logging
+from monoscope.logs import start_job
 from monoscope.models import ModelConfig, load_model
 from monoscope.references import ReferenceConfig, collect_references, save_references
 
-setup_logging(snakemake.log[0])
-torch.set_num_threads(snakemake.threads)
+start_job(snakemake)
 device = resolve_device(snakemake.params.device)
 dataset = open_dataset(from_mapping(DataConfig, snakemake.params.data), snakemake.input.samples)
 model = load_model(from_mapping(ModelConfig, snakemake.params.model), device)

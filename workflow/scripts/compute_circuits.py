@@ -1,17 +1,15 @@
 """Circuits and activation baselines of one shard of the selected upper channels."""
 
-import torch
 
 from monoscope.config import from_mapping
 from monoscope.data import DataConfig, open_dataset
 from monoscope.device import resolve_device
-from monoscope.logs import setup_logging
+from monoscope.logs import start_job
 from monoscope.models import ModelConfig, load_model
 from monoscope.pure.circuits import CircuitConfig, compute_circuits, save_circuits
 from monoscope.references import job_channel_shard
 
-setup_logging(snakemake.log[0])
-torch.set_num_threads(snakemake.threads)
+start_job(snakemake)
 params = snakemake.params
 device = resolve_device(params.device)
 part = job_channel_shard(snakemake)

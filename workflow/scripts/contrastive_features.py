@@ -9,11 +9,10 @@ from monoscope.contrastive.probes import extract_features
 from monoscope.device import resolve_device
 from monoscope.hierarchy import distances_from_config
 from monoscope.io import write_json
-from monoscope.logs import setup_logging
+from monoscope.logs import start_job
 from monoscope.plotting import plot_crop_grid
 
-setup_logging(snakemake.log[0])
-torch.set_num_threads(snakemake.threads)
+start_job(snakemake)
 device = resolve_device(snakemake.params.device)
 representation = snakemake.wildcards.representation
 model = representations.load_representation(

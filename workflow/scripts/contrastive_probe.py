@@ -1,6 +1,5 @@
 """One cell of the robustness sweep: a probe on a representation in one noise setting."""
 
-import torch
 
 from monoscope.config import from_mapping
 from monoscope.contrastive.data import ContrastiveDataConfig, load_contrastive_split
@@ -12,10 +11,9 @@ from monoscope.contrastive.representations import (
 )
 from monoscope.device import resolve_device
 from monoscope.io import write_json
-from monoscope.logs import setup_logging
+from monoscope.logs import start_job
 
-setup_logging(snakemake.log[0])
-torch.set_num_threads(snakemake.threads)
+start_job(snakemake)
 device = resolve_device(snakemake.params.device)
 wildcards = snakemake.wildcards
 model = load_representation(snakemake.input.model, snakemake.input.get("sae"), device)

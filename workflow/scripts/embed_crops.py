@@ -2,18 +2,15 @@
 
 import math
 
-import torch
-
 from monoscope.config import from_mapping
 from monoscope.crops import iter_crops, load_crops
 from monoscope.data import DataConfig, open_dataset
 from monoscope.device import resolve_device
 from monoscope.embedders import EmbedderConfig, build_embedder, embed_batches
 from monoscope.io import save_tensors
-from monoscope.logs import setup_logging
+from monoscope.logs import start_job
 
-setup_logging(snakemake.log[0])
-torch.set_num_threads(snakemake.threads)
+start_job(snakemake)
 params = snakemake.params
 # The rule's one output (named here, positional in the rules derived from it in sae.smk).
 (output,) = snakemake.output

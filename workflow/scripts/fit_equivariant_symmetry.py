@@ -7,10 +7,9 @@ from monoscope.equivariant.autoencoders import load_autoencoder, orbit_latents
 from monoscope.equivariant.orbit_data import load_orbit_data
 from monoscope.equivariant.symmetry import evaluate_symmetry, fit_symmetry
 from monoscope.io import save_tensors, write_json
-from monoscope.logs import setup_logging
+from monoscope.logs import start_job
 
-setup_logging(snakemake.log[0])
-torch.set_num_threads(snakemake.threads)
+start_job(snakemake)
 device = resolve_device(snakemake.params.device)
 data = load_orbit_data(snakemake.input.data)
 model, _, _ = load_autoencoder(snakemake.input.model, device)

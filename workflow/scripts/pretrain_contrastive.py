@@ -1,6 +1,5 @@
 """Pretrain one contrastive model (the method wildcard: simclr or ncl), resumably."""
 
-import torch
 
 from monoscope.config import from_mapping
 from monoscope.contrastive.data import ContrastiveDataConfig, load_contrastive_split
@@ -11,10 +10,9 @@ from monoscope.contrastive.pretrain import (
 )
 from monoscope.device import resolve_device
 from monoscope.io import guard_checkpoint, release_checkpoint, write_json
-from monoscope.logs import setup_logging
+from monoscope.logs import start_job
 
-setup_logging(snakemake.log[0])
-torch.set_num_threads(snakemake.threads)
+start_job(snakemake)
 method = snakemake.wildcards.method
 settings = dict(snakemake.params.pretrain)
 nonneg = settings.pop("ncl_nonneg") if method == "ncl" else "none"

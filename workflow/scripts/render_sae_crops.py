@@ -1,19 +1,17 @@
 """Relevance-cropped references of one range of an SAE's alive features."""
 
-import torch
 
 from monoscope.config import from_mapping
 from monoscope.crops import CropConfig, render_crops, save_crops
 from monoscope.data import DataConfig, open_dataset, parse_scatteritem, shard_positions
 from monoscope.device import resolve_device
-from monoscope.logs import setup_logging
+from monoscope.logs import start_job
 from monoscope.models import ModelConfig, load_model
 from monoscope.references import load_references
 from monoscope.sae import load_sae
 from monoscope.units import SAEFeatures
 
-setup_logging(snakemake.log[0])
-torch.set_num_threads(snakemake.threads)
+start_job(snakemake)
 params = snakemake.params
 (output,) = snakemake.output  # the rule's one output
 device = resolve_device(params.device)

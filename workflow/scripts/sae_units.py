@@ -9,14 +9,13 @@ from monoscope.config import from_mapping
 from monoscope.data import DataConfig, open_dataset
 from monoscope.device import resolve_device
 from monoscope.io import write_json
-from monoscope.logs import setup_logging
+from monoscope.logs import start_job
 from monoscope.models import ModelConfig, load_model
 from monoscope.references import save_references
 from monoscope.sae import evaluate_sae, load_sae
 from monoscope.units import SAEFeatures, spliced_accuracy
 
-setup_logging(snakemake.log[0])
-torch.set_num_threads(snakemake.threads)
+start_job(snakemake)
 params = snakemake.params
 device = resolve_device(params.device)
 layer = snakemake.wildcards.layer

@@ -3,22 +3,19 @@ from their mean activation per class over the test split."""
 
 from pathlib import Path
 
-import torch
-
 from monoscope.activations import ActivationStore
 from monoscope.config import from_mapping
 from monoscope.data import DataConfig, open_dataset
 from monoscope.device import resolve_device
 from monoscope.hierarchy import distances_from_config, hierarchy_score, observed_classes
 from monoscope.io import load_tensors, read_json, write_json
-from monoscope.logs import setup_logging
+from monoscope.logs import start_job
 from monoscope.models import ModelConfig, load_model
 from monoscope.pure.virtual_neurons import VirtualNeurons
 from monoscope.sae import load_sae
 from monoscope.units import Neurons, SAEFeatures, VirtualNeuronUnits
 
-setup_logging(snakemake.log[0])
-torch.set_num_threads(snakemake.threads)
+start_job(snakemake)
 params, inputs = snakemake.params, snakemake.input
 device = resolve_device(params.device)
 options = params.hierarchy

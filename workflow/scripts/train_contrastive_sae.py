@@ -1,6 +1,5 @@
 """Train the TopK SAE on the L2-normalised projector output of the frozen SimCLR model."""
 
-import torch
 import torch.nn.functional as F
 
 from monoscope.config import from_mapping
@@ -10,12 +9,11 @@ from monoscope.contrastive.probes import extract_features
 from monoscope.contrastive.representations import contrastive_sae_config
 from monoscope.device import resolve_device
 from monoscope.io import guard_checkpoint, release_checkpoint, write_json
-from monoscope.logs import setup_logging
+from monoscope.logs import start_job
 from monoscope.sae import save_sae, train_sae
 from monoscope.sae.store import TensorStore
 
-setup_logging(snakemake.log[0])
-torch.set_num_threads(snakemake.threads)
+start_job(snakemake)
 device = resolve_device(snakemake.params.device)
 model, _, _ = load_pretrained(snakemake.input.model, device)
 train_ds, _ = load_contrastive_split(

@@ -1,16 +1,14 @@
 """Train a demo network (the subject model, or the judge) on the digits."""
 
-import torch
 
 from monoscope.config import from_mapping
 from monoscope.data import DataConfig, open_dataset
 from monoscope.device import resolve_device
 from monoscope.io import write_json
-from monoscope.logs import setup_logging
+from monoscope.logs import start_job
 from monoscope.models.train import TrainConfig, save_demo_model, train_demo_cnn
 
-setup_logging(snakemake.log[0])
-torch.set_num_threads(snakemake.threads)
+start_job(snakemake)
 data = from_mapping(DataConfig, snakemake.params.data)
 train_set = open_dataset(data, snakemake.input.samples, "train")
 test_set = open_dataset(data, snakemake.input.samples, "test")

@@ -1,6 +1,5 @@
 """Train one base autoencoder (the arch wildcard) on the training orbits, resumably."""
 
-import torch
 
 from monoscope.device import resolve_device
 from monoscope.equivariant.autoencoders import (
@@ -10,10 +9,9 @@ from monoscope.equivariant.autoencoders import (
 )
 from monoscope.equivariant.orbit_data import load_orbit_data
 from monoscope.io import guard_checkpoint, release_checkpoint, write_json
-from monoscope.logs import setup_logging
+from monoscope.logs import start_job
 
-setup_logging(snakemake.log[0])
-torch.set_num_threads(snakemake.threads)
+start_job(snakemake)
 data = load_orbit_data(snakemake.input.data)
 config = AutoencoderConfig.from_dict(
     {**snakemake.params.autoencoder, "architecture": snakemake.wildcards.arch}

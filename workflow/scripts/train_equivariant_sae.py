@@ -6,11 +6,10 @@ from monoscope.device import resolve_device
 from monoscope.equivariant.orbit_data import load_orbit_data
 from monoscope.equivariant.saes import OrbitSAEConfig, evaluate_orbit_sae, train_orbit_sae
 from monoscope.io import guard_checkpoint, load_tensors, release_checkpoint, write_json
-from monoscope.logs import setup_logging
+from monoscope.logs import start_job
 from monoscope.sae import save_sae
 
-setup_logging(snakemake.log[0])
-torch.set_num_threads(snakemake.threads)
+start_job(snakemake)
 device = resolve_device(snakemake.params.device)
 wildcards = snakemake.wildcards
 data = load_orbit_data(snakemake.input.data)

@@ -1,16 +1,14 @@
 """Train one SAE on one layer's pooled activations (training split), resumably."""
 
-import torch
 
 from monoscope.activations import ActivationStore
 from monoscope.config import from_mapping
 from monoscope.device import resolve_device
 from monoscope.io import guard_checkpoint, release_checkpoint, write_json
-from monoscope.logs import setup_logging
+from monoscope.logs import start_job
 from monoscope.sae import SAEConfig, save_sae, train_sae
 
-setup_logging(snakemake.log[0])
-torch.set_num_threads(snakemake.threads)
+start_job(snakemake)
 store = ActivationStore(snakemake.input.activations, split="train")
 config = from_mapping(SAEConfig, snakemake.params.sae)
 checkpoint = snakemake.params.checkpoint
