@@ -400,7 +400,7 @@ def test_results_do_not_depend_on_the_core_count(tmp_path):
             "results/tiny/models/subject.safetensors",
             "results/tiny/models/judge.safetensors",
         ]
-        result = snakemake(workdir, "--cores", cores, "--configfile", "tiny.yaml", *targets)
+        result = snakemake(workdir, *targets, "--cores", cores, "--configfile", "tiny.yaml")
         assert result.returncode == 0, result.stderr[-3000:]
         models[cores] = [load_tensors(workdir / target)[0] for target in targets]
     for one, two in zip(models["1"], models["2"], strict=True):
