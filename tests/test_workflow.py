@@ -400,8 +400,19 @@ def test_results_do_not_depend_on_the_core_count(tmp_path):
             "results/tiny/models/subject.safetensors",
             "results/tiny/models/judge.safetensors",
         ]
-        result = snakemake(workdir, *targets, "--cores", cores, "--configfile", "tiny.yaml")
+        result = snakemake(
+            workdir,
+            *targets,
+            "--cores",
+            cores,
+            "--configfile",
+            "tiny.yaml",
+            "--config",
+            "threads=2",
+        )
         assert result.returncode == 0, result.stderr[-3000:]
+        log = (workdir / "results" / "tiny" / "logs" / "train_subject.log").read_text()
+        assert "torch CPU threads: 2" in log  # the config's, whatever --cores says
         models[cores] = [load_tensors(workdir / target)[0] for target in targets]
     for one, two in zip(models["1"], models["2"], strict=True):
         assert one.keys() == two.keys()

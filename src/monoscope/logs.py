@@ -37,6 +37,7 @@ def start_job(job) -> None:
 
     setup_logging(job.log[0])
     torch.set_num_threads(int(job.params.torch_threads))
+    logging.getLogger(__name__).info("torch CPU threads: %d", torch.get_num_threads())
 
 
 def progress_kwargs() -> dict:
