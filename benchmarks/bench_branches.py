@@ -136,6 +136,38 @@ def main() -> None:
         print("speed-up", json.dumps(record["speedup"], indent=1))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "branches.json").write_text(json.dumps(record, indent=2) + "\n")
+    text = markdown(record, args)
+    (args.out / "branches.md").write_text(text)
+    print(text)
+
+
+# The throughputs of the Markdown table: (branch, key, what is counted).
+THROUGHPUTS = (
+    ("contrastive", "pretrain_images_per_second", "contrastive pretraining, images/s"),
+    ("contrastive", "sae_vectors_per_second", "TopK SAE on the projector output, vectors/s"),
+    ("contrastive", "noisy_sae_codes_images_per_second", "noisy SAE codes, images/s"),
+    ("equivariant", "autoencoder_images_per_second", "CNN base autoencoder, images/s"),
+    ("equivariant", "equivariant_sae_orbits_per_second", "equivariant SAE, orbits/s"),
+)
+
+
+def markdown(record: dict, args: argparse.Namespace) -> str:
+    devices = list(record["devices"])
+    lines = [
+        f"{args.images} images and {args.orbits} orbits, {args.epochs} epoch(s), torch "
+        f"{record['torch']} with {record['threads']} CPU threads"
+        + (f", GPU {record['gpu']}" if "gpu" in record else "")
+        + ".",
+        "",
+        "| loop | " + " | ".join(devices) + (" | speed-up |" if "speedup" in record else ""),
+        "|---|" + "---:|" * (len(devices) + ("speedup" in record)),
+    ]
+    for branch, key, what in THROUGHPUTS:
+        cells = [f"{record['devices'][device][branch][key]:,.0f}" for device in devices]
+        if "speedup" in record:
+            cells.append(f"{record['speedup'][f'{branch}.{key}']:.1f}x")
+        lines.append(f"| {what} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

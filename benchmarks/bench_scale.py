@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 import yaml
+from readme_quote import publish
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGENET_VAL = 50_000
@@ -310,26 +311,8 @@ def main() -> None:
     text = markdown(report)
     (out / f"scale{suffix}.md").write_text(text)
     if args.readme:
-        target = REPO / "benchmarks" / "results" / f"scale{suffix}.md"
-        target.parent.mkdir(exist_ok=True)
-        target.write_text(text)
-        quote_in_readme(target)
+        publish(out / f"scale{suffix}.md")
     print(text)
-
-
-def readme_markers(name: str) -> tuple[str, str]:
-    return f"<!-- generated from benchmarks/results/{name}: do not edit -->", "<!-- end -->"
-
-
-def quote_in_readme(path: Path, readme: Path = REPO / "README.md") -> None:
-    """Replace README.md's quoted copy of ``path`` (between its markers) by the file."""
-    begin, end = readme_markers(path.name)
-    text = readme.read_text()
-    if begin not in text:
-        raise SystemExit(f"README.md has no block '{begin}' to refresh")
-    head, rest = text.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    readme.write_text(f"{head}{begin}\n{path.read_text().rstrip()}\n{end}{tail}")
 
 
 if __name__ == "__main__":

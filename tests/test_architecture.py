@@ -44,6 +44,7 @@ LAYERS = {
     "units": 5,
     "evaluation": 5,
     "preflight": 5,
+    "readme": 5,
 }
 
 
