@@ -12,7 +12,7 @@ CORES ?= 2
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.monoscope-installed
 
-.PHONY: install demo test test-fast bench bench-scale real-data lint format report clean-results
+.PHONY: install demo readme test test-fast bench bench-scale real-data lint format report clean-results
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES)
 	$(BIN)/snakemake --cores $(CORES) --report results/demo/report.html
+	@$(BIN)/python -m monoscope.readme results/demo --summary || true
+
+# Rewrites README.md's quoted demo tables from results/demo/tables (after make demo).
+readme: $(STAMP)
+	$(BIN)/python -m monoscope.readme results/demo
 
 report: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --report results/demo/report.html
