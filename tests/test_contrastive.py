@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import pickle
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -54,19 +55,18 @@ SIZE = 16  # image side used throughout: small enough for ResNet-18 on two CPU c
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def tiny_config(**overrides) -> PretrainConfig:
-    settings = dict(
-        method="ncl",
-        epochs=2,
-        batch_size=8,
-        lr=0.05,
-        warmup_epochs=1,
-        projector=ProjectorConfig(hidden_dim=32, out_dim=16),
-        augment=aug.AugmentConfig(crop_size=SIZE),
-        seed=3,
-    )
-    settings.update(overrides)
-    return PretrainConfig(**settings)
+# A tiny NCL pretraining; keywords override its settings.
+tiny_config = partial(
+    PretrainConfig,
+    method="ncl",
+    epochs=2,
+    batch_size=8,
+    lr=0.05,
+    warmup_epochs=1,
+    projector=ProjectorConfig(hidden_dim=32, out_dim=16),
+    augment=aug.AugmentConfig(crop_size=SIZE),
+    seed=3,
+)
 
 
 @pytest.fixture(scope="module")

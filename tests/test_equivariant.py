@@ -6,6 +6,7 @@ computation."""
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 
 import numpy as np
 import pytest
@@ -506,20 +507,19 @@ def exact_latents() -> tuple[torch.Tensor, torch.Tensor]:
     return latents.float(), symmetry.fit_symmetry(latents).matrix
 
 
-def sae_config(**overrides) -> saes.OrbitSAEConfig:
-    settings = dict(
-        family="vanilla",
-        k=3,
-        expansion=2.0,
-        hidden_dim=8,
-        epochs=2,
-        batch_size=16,
-        lr=1e-2,
-        n_centroids=10,
-        seed=1,
-    )
-    settings.update(overrides)
-    return saes.OrbitSAEConfig(**settings)
+# A small vanilla orbit SAE; keywords override its settings.
+sae_config = partial(
+    saes.OrbitSAEConfig,
+    family="vanilla",
+    k=3,
+    expansion=2.0,
+    hidden_dim=8,
+    epochs=2,
+    batch_size=16,
+    lr=1e-2,
+    n_centroids=10,
+    seed=1,
+)
 
 
 def test_training_keeps_unit_decoder_columns_and_archetypal_weights(exact_latents):
@@ -796,19 +796,17 @@ def test_probe_config_validation():
 # ---------------------------------------------------------------------- autoencoders
 
 
-def tiny_ae_config(architecture: str, **overrides) -> ae.AutoencoderConfig:
-    settings = dict(
-        architecture=architecture,
-        latent_dim=16,
-        hidden_dim=32,
-        width=4,
-        vit=ae.ViTConfig(patch_size=4, dim=16, depth=1, heads=2),
-        epochs=2,
-        batch_size=16,
-        seed=2,
-    )
-    settings.update(overrides)
-    return ae.AutoencoderConfig(**settings)
+# A small base autoencoder of any architecture; keywords override its settings.
+tiny_ae_config = partial(
+    ae.AutoencoderConfig,
+    latent_dim=16,
+    hidden_dim=32,
+    width=4,
+    vit=ae.ViTConfig(patch_size=4, dim=16, depth=1, heads=2),
+    epochs=2,
+    batch_size=16,
+    seed=2,
+)
 
 
 @pytest.mark.parametrize("architecture", ["mlp", "cnn", "vit"])

@@ -459,3 +459,15 @@ class TrainedModelFormat:
         )
         history = list(record.get("history", []))
         return model, self.config_type.from_dict(record["config"]), history
+
+    def train_epochs(
+        self,
+        run_epoch: Callable[[Epoch], Record],
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        config: Any,
+        **options: Any,
+    ) -> list[Record]:
+        """:func:`train_epochs` with this format's checkpoint kind, so that the trainer's
+        checkpoints are files :meth:`load` reads."""
+        return train_epochs(run_epoch, self.checkpoint, model, optimizer, config, **options)

@@ -46,9 +46,7 @@ def _table_text(tables: Path, name: str) -> str:
 def stale_tables(text: str, tables: str | Path) -> list[str]:
     """Names of the quoted tables whose text differs from ``tables/<name>.md``."""
     tables = Path(tables)
-    return [
-        name for name, body in quoted_tables(text).items() if body != _table_text(tables, name)
-    ]
+    return [name for name, body in quoted_tables(text).items() if body != _table_text(tables, name)]
 
 
 def refresh(text: str, tables: str | Path) -> str:

@@ -301,9 +301,8 @@ def pretrain(
             epoch.advance()
         return {"loss": float(loss_sum) / steps_per_epoch, "lr": lr}
 
-    history = checkpoints.train_epochs(
+    history = PRETRAINED_FILES.train_epochs(
         run_epoch,
-        CHECKPOINTS,
         model,
         optimizer,
         config,

@@ -567,7 +567,9 @@ def finetune(
             checkpoints.optimizer_step(optimizer, loss)
             loss_sum += loss.detach()
             epoch.advance()
-        return {"loss": float(loss_sum) / steps_per_epoch}
+        # The backbone's and the head's learning rates at the epoch's last step.
+        rates = [group["lr"] for group in optimizer.param_groups]
+        return {"loss": float(loss_sum) / steps_per_epoch, "lr": rates}
 
     history = checkpoints.train_epochs(
         run_epoch,

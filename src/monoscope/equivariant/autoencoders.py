@@ -346,9 +346,8 @@ def train_autoencoder(
             epoch.advance()
         return {"loss": float(loss_sum) / count}
 
-    history = checkpoints.train_epochs(
+    history = AUTOENCODER_FILES.train_epochs(
         run_epoch,
-        CHECKPOINTS,
         model,
         optimizer,
         config,
