@@ -93,6 +93,9 @@ rule contrastive_features:
         "../workflow/scripts/contrastive_features.py"
 
 
+# Finetuning is the costly probe (a whole backbone per cell): one job per setting, so a
+# cluster runs them side by side. The frozen probes take seconds per setting, less than a
+# job's start: contrastive_frozen_probes runs every setting of one in one job.
 rule contrastive_probe:
     input:
         unpack(contrastive_model_inputs),
@@ -103,6 +106,8 @@ rule contrastive_probe:
         out("logs/contrastive_probe/{representation}/{probe}/{noise}_{level}.log"),
     benchmark:
         out("benchmarks/contrastive_probe/{representation}/{probe}/{noise}_{level}.tsv")
+    wildcard_constraints:
+        probe="finetune",
     conda:
         ENV
     threads: config["threads"]
@@ -121,6 +126,44 @@ rule contrastive_probe:
         finetune=_sorted(CONTRASTIVE["finetune"]),
         batch_size=CONTRASTIVE["extract_batch_size"],
         seed=CONTRASTIVE["robustness"]["seed"],
+        device=config["device"],
+    script:
+        "../workflow/scripts/contrastive_probe.py"
+
+
+rule contrastive_frozen_probes:
+    input:
+        unpack(contrastive_model_inputs),
+        features=out("contrastive/{representation}/features.safetensors"),
+    output:
+        probes=expand(
+            out("contrastive/{{representation}}/probes/{{probe}}/{setting}.json"),
+            setting=[f"{noise}_{level}" for noise, level in contrastive_settings()],
+        ),
+    log:
+        out("logs/contrastive_frozen_probes/{representation}/{probe}.log"),
+    benchmark:
+        out("benchmarks/contrastive_frozen_probes/{representation}/{probe}.tsv")
+    wildcard_constraints:
+        probe="linear|selected",
+    conda:
+        ENV
+    threads: config["threads"]
+    resources:
+        gpu=1,
+    params:
+        torch_threads=config["threads"],  # fixed: results depend on it
+        data=_sorted(CONTRASTIVE["data"]),
+        which=lambda wildcards: (
+            "projector"
+            if wildcards.representation == "sae"
+            else CONTRASTIVE["features"]
+        ),
+        linear=_sorted(CONTRASTIVE["linear"]),
+        selected_dims=CONTRASTIVE["selected"]["dims"],
+        batch_size=CONTRASTIVE["extract_batch_size"],
+        seed=CONTRASTIVE["robustness"]["seed"],
+        settings=contrastive_settings(),
         device=config["device"],
     script:
         "../workflow/scripts/contrastive_probe.py"

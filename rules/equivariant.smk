@@ -100,23 +100,30 @@ rule train_equivariant_sae:
         "../workflow/scripts/train_equivariant_sae.py"
 
 
+# One job per architecture probes its base latents and every SAE: a probe set fits many
+# small single-threaded models in seconds, less than a job's start.
 rule probe_equivariant:
     input:
         data=out("equivariant/data/orbits.safetensors"),
         latents=out("equivariant/{arch}/latents.safetensors"),
-        sae=equivariant_sae_input,
+        saes=expand(
+            out("equivariant/{{arch}}/sae/{sae}/model.safetensors"),
+            sae=[f"{family}/{loss}" for family, loss in equivariant_saes()],
+        ),
     output:
-        probes=out("equivariant/{arch}/probes/{family}/{loss}.csv"),
+        probes=expand(
+            out("equivariant/{{arch}}/probes/{probed}.csv"),
+            probed=[f"{family}/{loss}" for family, loss in equivariant_probed()],
+        ),
     log:
-        out("logs/probe_equivariant/{arch}/{family}/{loss}.log"),
+        out("logs/probe_equivariant/{arch}.log"),
     benchmark:
-        out("benchmarks/probe_equivariant/{arch}/{family}/{loss}.tsv")
+        out("benchmarks/probe_equivariant/{arch}.tsv")
     conda:
         ENV
-    threads: config["threads"]
     params:
-        torch_threads=config["threads"],  # fixed: results depend on it
         probes=_sorted(EQUIVARIANT["probes"]),
+        probed=equivariant_probed(),
     script:
         "../workflow/scripts/probe_equivariant.py"
 

@@ -583,7 +583,7 @@ def check_equivariant_plan(section, counts, name):
     saes = len(families) - 1 + losses if "equivariant" in families else len(families)
     assert counts["train_equivariant_autoencoder"] == architectures, name
     assert counts["train_equivariant_sae"] == architectures * saes, name
-    assert counts["probe_equivariant"] == architectures * (saes + 1), name
+    assert counts["probe_equivariant"] == architectures, name  # base latents and SAEs in one job
     assert counts["equivariant_tables"] == 1, name
 
 
@@ -594,8 +594,11 @@ def check_contrastive_plan(section, counts, name):
     representations = methods + 1
     settings = 1 + sum(len(levels) for levels in section["robustness"].values())
     probes = section["probes"]
-    cells = representations * len(probes) - (1 if "finetune" in probes else 0)
-    assert counts["contrastive_probe"] == cells * settings, name
+    # Finetuning: one job per setting (not of the SAE); frozen probes: one job each.
+    finetune = methods if "finetune" in probes else 0
+    assert counts.get("contrastive_probe", 0) == finetune * settings, name
+    frozen = len([probe for probe in probes if probe != "finetune"])
+    assert counts.get("contrastive_frozen_probes", 0) == representations * frozen, name
     assert counts["contrastive_features"] == representations, name
     assert counts["contrastive_tables"] == 1, name
 

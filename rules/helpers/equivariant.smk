@@ -45,22 +45,19 @@ def equivariant_files(name):
     ]
 
 
+def equivariant_probed():
+    """(family, loss) of what each architecture's probe job probes: its base latents,
+    then every SAE, in the order of its outputs."""
+    return [("base", "none")] + equivariant_saes()
+
+
 def equivariant_probe_files():
     """Probe results of the base latents and of every SAE, per architecture."""
     return [
         out(f"equivariant/{arch}/probes/{family}/{loss}.csv")
         for arch in EQUIVARIANT["architectures"]
-        for family, loss in [("base", "none")] + equivariant_saes()
+        for family, loss in equivariant_probed()
     ]
-
-
-def equivariant_sae_input(wildcards):
-    """The SAE a probe job reads (none for the base latents)."""
-    if wildcards.family == "base":
-        return []
-    return out(
-        f"equivariant/{wildcards.arch}/sae/{wildcards.family}/{wildcards.loss}/model.safetensors"
-    )
 
 
 EQUIVARIANT_TABLES = ["probes", "probes_invariant", "reconstruction", "symmetry"]

@@ -1,5 +1,5 @@
-"""One cell of the robustness sweep: a probe on a representation in one noise setting."""
-
+"""Probes of one representation under noise: one finetuning cell (rule contrastive_probe)
+or every setting of one frozen probe (rule contrastive_frozen_probes)."""
 
 from monoscope.config import from_mapping
 from monoscope.contrastive.data import ContrastiveDataConfig, load_contrastive_split
@@ -14,32 +14,40 @@ from monoscope.io import write_json
 from monoscope.logs import start_job
 
 start_job(snakemake)
-device = resolve_device(snakemake.params.device)
-wildcards = snakemake.wildcards
+params, wildcards = snakemake.params, snakemake.wildcards
+device = resolve_device(params.device)
+if "noise" in wildcards.keys():  # one cell
+    cells = [(wildcards.noise, wildcards.level)]
+    paths = [snakemake.output.probes]
+else:  # every setting, in the order of the declared outputs
+    cells = [tuple(cell) for cell in params.settings]
+    paths = list(snakemake.output.probes)
 model = load_representation(snakemake.input.model, snakemake.input.get("sae"), device)
 features, classes = load_feature_sets(snakemake.input.features)
-# Images are read only where the cell needs them: finetuning, and noise on test images.
-data = from_mapping(ContrastiveDataConfig, snakemake.params.data)
+# Images are read only where a cell needs them: finetuning, and noise on test images.
+data = from_mapping(ContrastiveDataConfig, params.data)
 finetuning = wildcards.probe == "finetune"
 train_ds = load_contrastive_split(data, True)[0] if finetuning else None
-noisy_inputs = wildcards.noise in ("gaussian", "uniform")
+noisy_inputs = any(noise in ("gaussian", "uniform") for noise, _ in cells)
 test_ds = load_contrastive_split(data, False)[0] if finetuning or noisy_inputs else None
-record = probe_under_noise(
-    model,
-    wildcards.probe,
-    wildcards.noise,
-    float(wildcards.level),
-    train_ds,
-    test_ds,
-    features["train"],
-    features["test"],
-    num_classes=len(classes),
-    probe_config=from_mapping(LinearProbeConfig, snakemake.params.linear),
-    finetune_config=from_mapping(FinetuneConfig, snakemake.params.finetune),
-    selected_dims=snakemake.params.selected_dims,
-    which=snakemake.params.which,
-    batch_size=snakemake.params.batch_size,
-    seed=snakemake.params.seed,
-    device=device,
-)
-write_json(snakemake.output.probes, {"representation": wildcards.representation, **record})
+finetune = params.get("finetune")
+for (noise, level), path in zip(cells, paths, strict=True):
+    record = probe_under_noise(
+        model,
+        wildcards.probe,
+        noise,
+        float(level),
+        train_ds,
+        test_ds,
+        features["train"],
+        features["test"],
+        num_classes=len(classes),
+        probe_config=from_mapping(LinearProbeConfig, params.linear),
+        finetune_config=from_mapping(FinetuneConfig, finetune) if finetune else None,
+        selected_dims=params.selected_dims,
+        which=params.which,
+        batch_size=params.batch_size,
+        seed=params.seed,
+        device=device,
+    )
+    write_json(path, {"representation": wildcards.representation, **record})
