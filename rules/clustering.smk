@@ -19,6 +19,7 @@ rule cluster_units:
         "../workflow/scripts/cluster_units.py"
 
 
+# One job per method and k draws every figure neuron: a figure takes less than a job's start.
 rule plot_virtual_neurons:
     input:
         clusters=out("clusters/{method}.safetensors"),
@@ -26,22 +27,26 @@ rule plot_virtual_neurons:
         samples=out("data/samples.csv"),
         classes=out("data/classes.json"),
     output:
-        figure=report(
-            out("figures/{method}/virtual_neurons_k{k}_neuron{neuron}.png"),
-            caption="../workflow/report/virtual_neurons.rst",
-            category="Virtual neurons",
-            subcategory="{method}",
-            labels={"method": "{method}", "k": "{k}", "neuron": "{neuron}"},
-        ),
+        figures=[
+            report(
+                out(f"figures/{{method}}/virtual_neurons_k{{k}}_neuron{neuron}.png"),
+                caption="../workflow/report/virtual_neurons.rst",
+                category="Virtual neurons",
+                subcategory="{method}",
+                labels={"method": "{method}", "k": "{k}", "neuron": str(neuron)},
+            )
+            for neuron in config["figures"]["neurons"]
+        ],
     log:
-        out("logs/plot_virtual_neurons/{method}_k{k}_neuron{neuron}.log"),
+        out("logs/plot_virtual_neurons/{method}_k{k}.log"),
     benchmark:
-        out("benchmarks/plot_virtual_neurons/{method}_k{k}_neuron{neuron}.tsv")
+        out("benchmarks/plot_virtual_neurons/{method}_k{k}.tsv")
     conda:
         ENV
     params:
         data=section("data"),
         columns=config["figures"]["columns"],
+        neurons=config["figures"]["neurons"],
     script:
         "../workflow/scripts/plot_virtual_neurons.py"
 

@@ -353,7 +353,7 @@ def test_changing_references_n_reruns_only_the_reference_rules(tiny_run):
         "compute_circuits": 2,
         "merge_circuits": 1,
         "cluster_units": 3,
-        "plot_virtual_neurons": 6,
+        "plot_virtual_neurons": 3,
         "plot_circuit_umaps": 1,
         "render_crops": 2,
         "plot_crops": 2,
@@ -378,7 +378,7 @@ def test_changing_k_reruns_clustering_but_not_circuits(tiny_run):
     assert counts == {
         "all": 1,
         "cluster_units": 3,
-        "plot_virtual_neurons": 6,
+        "plot_virtual_neurons": 3,
         "plot_circuit_umaps": 1,
         "score_hierarchy": 1,  # scores the virtual neurons of the new clustering
         "evaluate": 1,

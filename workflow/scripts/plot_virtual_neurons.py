@@ -1,4 +1,4 @@
-"""A neuron's references grouped by virtual neuron."""
+"""Each figure neuron's references grouped by its virtual neurons (one method, one k)."""
 
 from monoscope.config import from_mapping
 from monoscope.data import DataConfig, open_dataset
@@ -9,19 +9,18 @@ from monoscope.references import row_of_channel
 
 setup_logging(snakemake.log[0])
 clusters, _ = load_tensors(snakemake.input.clusters)
-method, k, neuron = (
-    snakemake.wildcards.method,
-    int(snakemake.wildcards.k),
-    int(snakemake.wildcards.neuron),
-)
+method, k = snakemake.wildcards.method, int(snakemake.wildcards.k)
 labels = clusters[f"k{k}/labels"]
-row = row_of_channel(clusters["channels"], neuron)
-plot_virtual_neurons(
-    clusters["sample_ids"][row],
-    labels[row],
-    open_dataset(from_mapping(DataConfig, snakemake.params.data), snakemake.input.samples),
-    snakemake.output.figure,
-    class_names=read_json(snakemake.input.classes),
-    columns=snakemake.params.columns,
-    title=f"neuron {neuron}: {k} virtual neurons ({method})",
-)
+dataset = open_dataset(from_mapping(DataConfig, snakemake.params.data), snakemake.input.samples)
+class_names = read_json(snakemake.input.classes)
+for neuron, figure in zip(snakemake.params.neurons, snakemake.output.figures, strict=True):
+    row = row_of_channel(clusters["channels"], neuron)
+    plot_virtual_neurons(
+        clusters["sample_ids"][row],
+        labels[row],
+        dataset,
+        figure,
+        class_names=class_names,
+        columns=snakemake.params.columns,
+        title=f"neuron {neuron}: {k} virtual neurons ({method})",
+    )
