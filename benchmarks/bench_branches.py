@@ -159,7 +159,7 @@ def markdown(record: dict, args: argparse.Namespace) -> str:
         + (f", GPU {record['gpu']}" if "gpu" in record else "")
         + ".",
         "",
-        "| loop | " + " | ".join(devices) + (" | speed-up |" if "speedup" in record else ""),
+        "| loop | " + " | ".join(devices) + (" | speed-up |" if "speedup" in record else " |"),
         "|---|" + "---:|" * (len(devices) + ("speedup" in record)),
     ]
     for branch, key, what in THROUGHPUTS:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import torch
@@ -17,11 +17,13 @@ import monoscope  # noqa: F401  (must precede any torchvision import)
 from monoscope.checkpoints import (
     CheckpointKind,
     Epoch,
+    TrainedModelFormat,
     checkpoint_resumable,
     read_model_file,
     save_model_file,
     train_epochs,
 )
+from monoscope.config import RecordConfig
 from monoscope.data import InMemoryDataset
 from monoscope.io import save_tensors
 
@@ -154,6 +156,45 @@ def test_model_file_round_trip(tmp_path):
     save_tensors(old, dict(model.state_dict()), {"width": 2})
     with pytest.raises(ValueError, match=r"no 'kind' record.*Regenerate it \(the test\)"):
         read_model_file(old, ["toy"], "toy model", "the test")
+
+
+@dataclass(frozen=True)
+class ToyRecordConfig(RecordConfig):
+    section: ClassVar[str] = "toy"
+    width: int = 2
+    epochs: int = 1
+    seed: int = 0
+
+
+TOY_FILES = TrainedModelFormat(
+    "toy_model",
+    KIND,
+    ToyRecordConfig,
+    lambda config, record: torch.nn.Linear(config.width, int(record["outputs"])),
+    "toy model",
+    "the test",
+    entries=lambda model: {"outputs": model.out_features},
+)
+
+
+def test_trained_model_format_round_trip_and_stale_configs(tmp_path):
+    model, config = torch.nn.Linear(2, 3), ToyRecordConfig()
+    path = tmp_path / "toy.safetensors"
+    TOY_FILES.save(path, model, config, [{"epoch": 1}])
+    loaded, loaded_config, history = TOY_FILES.load(path)
+    assert torch.equal(loaded.weight, model.weight) and loaded_config == config
+    assert history == [{"epoch": 1}]
+    # A file whose config has keys this version no longer has (e.g. before option groups).
+    save_model_file(
+        path,
+        "toy_model",
+        model,
+        {"config": {"width": 2, "old_key": 1}, "history": [], "outputs": 3},
+    )
+    with pytest.raises(
+        ValueError, match=r"does not fit this monoscope.*Regenerate it \(the test\)"
+    ):
+        TOY_FILES.load(path)
 
 
 def tiny_images() -> InMemoryDataset:

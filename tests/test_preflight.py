@@ -178,3 +178,18 @@ def test_a_changed_record_is_refused_naming_the_changed_keys(tmp_path):
     assert "model.upper_layer: 'layer4' -> 'layer3'" in message
     assert "replace_results: true" in message
     check_experiment_record(path, experiment_record(config), "demo", replace=True)
+
+
+def test_record_follows_the_branches_and_ignores_options_it_predates(tmp_path):
+    config = demo_config()
+    path = tmp_path / "experiment.json"
+    path.write_text(json.dumps(experiment_record(config)))
+    config["branches"] = ["pure"]  # a branch off: its data section is not compared
+    assert "contrastive.data" not in experiment_record(config)
+    check_experiment_record(path, experiment_record(config), "demo")
+    stored = json.loads(path.read_text())
+    del stored["data"]["max_samples"]  # a record written before this option existed
+    path.write_text(json.dumps(stored))
+    check_experiment_record(path, experiment_record(config), "demo")
+    config["model"] = dict(config["model"], name="torchvision:resnet18", weights="random")
+    assert "demo" not in experiment_record(config)

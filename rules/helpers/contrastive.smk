@@ -16,7 +16,8 @@ CONTRASTIVE_REPRESENTATIONS = list(CONTRASTIVE["methods"]) + (
     ["sae"] if CONTRASTIVE["sae"]["enabled"] else []
 )
 
-# Cross-key checks the schema cannot express; they fail before any job starts.
+# Cross-key checks the schema cannot express; they fail before any job starts (data
+# roots: monoscope.preflight.check_config, run by common.smk).
 if CONTRASTIVE["sae"]["enabled"] and "simclr" not in CONTRASTIVE["methods"]:
     raise ValueError(
         "contrastive.sae.enabled: the SAE reads the frozen SimCLR model, but "
@@ -26,10 +27,6 @@ if CONTRASTIVE["sae"]["k"] > CONTRASTIVE["sae"]["num_features"]:
     raise ValueError(
         f"contrastive.sae.k ({CONTRASTIVE['sae']['k']}) exceeds contrastive.sae.num_features "
         f"({CONTRASTIVE['sae']['num_features']})"
-    )
-if CONTRASTIVE["data"]["name"] != "digits" and not CONTRASTIVE["data"]["root"]:
-    raise ValueError(
-        f"contrastive.data.root must name the {CONTRASTIVE['data']['name']} folder"
     )
 
 

@@ -12,12 +12,8 @@ wildcard_constraints:
 
 EQUIVARIANT = config["equivariant"]
 
-# Cross-key checks the schema cannot express; they fail before any job starts.
-if EQUIVARIANT["data"]["source"] == "images" and not EQUIVARIANT["data"]["root"]:
-    raise ValueError(
-        "equivariant.data.root must name the image folder (or .npz) when "
-        "equivariant.data.source is 'images'"
-    )
+# Cross-key checks the schema cannot express; they fail before any job starts (data
+# roots: monoscope.preflight.check_config, run by common.smk).
 if "cnn" in EQUIVARIANT["architectures"] and EQUIVARIANT["data"]["image_size"] % 8:
     raise ValueError(
         f"equivariant.data.image_size ({EQUIVARIANT['data']['image_size']}) must be a "

@@ -449,16 +449,23 @@ class TrainedModelFormat:
     ) -> tuple[torch.nn.Module, Any, list[Record]]:
         """``(model in eval mode on device, config, history)`` of a file :meth:`save`
         wrote or of a training checkpoint."""
+        configs = []
+
+        def build(record: Record) -> torch.nn.Module:
+            try:
+                configs.append(self.config_type.from_dict(record["config"]))
+            except (ValueError, TypeError) as error:
+                # e.g. the flat keys of a file from before the config's option groups
+                raise ValueError(
+                    f"{path}: its {self.what} config does not fit this monoscope ({error}). "
+                    f"Regenerate it ({self.written_by}), e.g. delete it and rerun the workflow"
+                ) from None
+            return self.build(configs[0], record)
+
         model, record = load_model_file(
-            path,
-            (self.kind, self.checkpoint.name),
-            lambda record: self.build(self.config_type.from_dict(record["config"]), record),
-            self.what,
-            self.written_by,
-            device,
+            path, (self.kind, self.checkpoint.name), build, self.what, self.written_by, device
         )
-        history = list(record.get("history", []))
-        return model, self.config_type.from_dict(record["config"]), history
+        return model, configs[0], list(record.get("history", []))
 
     def train_epochs(
         self,
@@ -468,6 +475,8 @@ class TrainedModelFormat:
         config: Any,
         **options: Any,
     ) -> list[Record]:
-        """:func:`train_epochs` with this format's checkpoint kind, so that the trainer's
-        checkpoints are files :meth:`load` reads."""
+        """:func:`train_epochs` with this format's checkpoint kind and, unless ``options``
+        give ``rebuild``, this format's ``entries``, so that the trainer's checkpoints are
+        files :meth:`load` reads."""
+        options.setdefault("rebuild", self.entries(model))
         return train_epochs(run_epoch, self.checkpoint, model, optimizer, config, **options)

@@ -124,7 +124,7 @@ def check_fields(
     them must satisfy, a :class:`Requirement` or the text of one of :data:`REQUIREMENTS`
     (``"positive"``, ``">= 0"``, ``"in [0, 1]"``, ...). The ValueError names
     ``<section>.<field>`` (``section`` defaults to the config's ``section``), the
-    requirement and the value, e.g. ``augment.hue must be in [0, 0.5], got 0.7``.
+    requirement and the value, e.g. ``augment.jitter.hue must be in [0, 0.5], got 0.7``.
     """
     section = section or config.section
     for names, requirement in rules:

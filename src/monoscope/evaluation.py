@@ -280,6 +280,10 @@ def write_pure_tables(
 def write_stability_table(results: dict, stem: str | Path, experiment: str) -> list[Path]:
     """Per neuron, the mean adjusted Rand index of its k-means clustering with reruns
     under other seeds, for every method and k; the last row is the mean over neurons."""
+    if not results["stability"]:
+        raise ValueError(
+            "no clustering has stability scores: set clustering.stability_seeds above 0"
+        )
     columns = {}
     for row in results["stability"]:
         columns[f"{row['method']} k={row['k']}"] = dict(
@@ -290,7 +294,7 @@ def write_stability_table(results: dict, stem: str | Path, experiment: str) -> l
         name: format_mean_se(values.mean(), values.std(ddof=1) / np.sqrt(values.count()))
         for name, values in frame.items()
     }
-    frame = frame.map(lambda value: f"{value:.3f}")
+    frame = frame.apply(lambda column: column.map(lambda value: format_mean_se(value, None)))
     frame.index = [str(channel) for channel in frame.index]
     frame.loc["mean over neurons"] = summary
     frame.index.name = "neuron"

@@ -175,13 +175,23 @@ RECORDED_SECTIONS = ("data", "model", "demo", "contrastive.data", "equivariant.d
 
 
 def experiment_record(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The config sections that define an experiment's results, JSON-ready.
+    """The config sections that define an experiment's results, JSON-ready: ``data``,
+    ``model``, ``demo`` (for ``demo_cnn``) and the data of the contrastive and
+    equivariant branches (when they run).
 
     Written once per experiment (``results/<experiment>/experiment.json``) and compared
     at DAG-build time by :func:`check_experiment_record`.
     """
+    branches = set(config.get("branches", ()))
+    demo_model = config.get("model", {}).get("name") == "demo_cnn"
+    sections = [
+        dotted
+        for dotted in RECORDED_SECTIONS
+        if (dotted != "demo" or demo_model)
+        and (not dotted.endswith(".data") or dotted.split(".")[0] in branches)
+    ]
     record = {}
-    for dotted in RECORDED_SECTIONS:
+    for dotted in sections:
         value: Any = config
         for part in dotted.split("."):
             value = value.get(part) if isinstance(value, Mapping) else None
@@ -208,7 +218,13 @@ def check_experiment_record(
         stored = json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise ConfigError("experiment", experiment, f"has an unreadable {path} ({error})") from None
-    changed = _changed_keys(stored, json.loads(json.dumps(dict(record), sort_keys=True)))
+    # Sections of branches that ran only once (or only now) are not compared: turning a
+    # branch off or on changes nothing the other branches made.
+    shared = sorted(set(stored) & set(record))
+    current = json.loads(json.dumps(dict(record), sort_keys=True))
+    changed = _changed_keys(
+        {name: stored[name] for name in shared}, {name: current[name] for name in shared}
+    )
     if changed:
         shown = "; ".join(changed[:4]) + ("; ..." if len(changed) > 4 else "")
         raise ConfigError(
@@ -225,7 +241,11 @@ def _changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
         changed = []
         for key in sorted(set(old) | set(new)):
             name = f"{prefix}.{key}" if prefix else str(key)
-            if key not in old or key not in new:
+            if key not in old:
+                # An option the stored record predates (a newer monoscope's setting) did
+                # not make the old results; only changes of recorded values count.
+                continue
+            if key not in new:
                 changed.append(f"{name}: {old.get(key)!r} -> {new.get(key)!r}")
             else:
                 changed += _changed_keys(old[key], new[key], name)

@@ -1,7 +1,7 @@
 """SimCLR augmentations on batches of image tensors, seeded by a ``torch.Generator``.
 
-A view is: random resized crop (scale ``crop_scale``, aspect ratio
-``[3/4, 4/3]``) with a random horizontal flip, then colour jitter (brightness,
+A view is: random resized crop (area share in ``crop_scale``, aspect ratio in
+``crop_ratio``, by default 3/4 to 4/3) with a random horizontal flip, then colour jitter (brightness,
 contrast, saturation, hue in a random order per image) with probability ``jitter.prob``,
 then grayscale with probability ``gray_prob``. Defaults follow the CIFAR recipe of the
 solo-learn code base NCL was trained with (jitter strengths 0.8/0.8/0.8/0.2, no blur or

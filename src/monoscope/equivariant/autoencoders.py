@@ -353,7 +353,6 @@ def train_autoencoder(
         config,
         steps_per_epoch=-(-count // config.batch_size),
         checkpoint=checkpoint,
-        rebuild={"image_size": int(images.shape[-1])},
         desc=f"autoencoder {config.architecture}",
         progress=progress,
         diverged_hint="lower autoencoder.lr",
