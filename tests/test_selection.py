@@ -206,6 +206,7 @@ def test_relmax_with_a_headless_weight_file_fails_before_any_job(repo, tmp_path)
             "lower_layer": "features.15",
         },
         "references": {"modes": ["actmax", "relmax"]},
+        "sae": {"layers": []},  # the default's layer4 is not a VGG layer
     }
     path = tmp_path / "headless.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -277,7 +278,10 @@ def test_virtual_neuron_class_means_on_a_selection(random_demo, small_digits):
     ("override", "message"),
     [
         ({"neurons": {"start": 5, "stop": 3}}, "neurons: the range"),
-        ({"neurons": [5], "figures": {"neurons": [5]}}, "circuits.shards: 2 shards for 1"),
+        (
+            {"neurons": [5], "figures": {"neurons": [5]}, "circuits": {"shards": 2}},
+            "circuits.shards: 2 shards for 1",
+        ),
         ({"neurons": [0, 1, 2], "figures": {"neurons": [3]}}, "figures.neurons: [3] are not"),
     ],
 )

@@ -78,11 +78,12 @@ def check_layers(skeleton: SubjectModel, layers: Iterable[tuple[str, str]]) -> N
         close = difflib.get_close_matches(layer, names, n=3)
         hint = f"; did you mean {close}?" if close else ""
         top = [child for child, _ in skeleton.net.named_children()]
+        nested = next((name for name in names if "." in name), None)
+        example = f"; nested layers take dotted names such as '{nested}'" if nested else ""
         raise ConfigError(
             key,
             layer,
-            f"is not a layer of {skeleton.name}{hint} (top-level modules: {top}; nested "
-            "layers take dotted names such as 'layer4.1')",
+            f"is not a layer of {skeleton.name}{hint} (top-level modules: {top}{example})",
         )
 
 
