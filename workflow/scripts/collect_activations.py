@@ -1,6 +1,5 @@
 """Pooled activations of the configured layers over one shard of the data set."""
 
-
 from monoscope.activations import ActivationConfig, collect_activations, save_activation_shard
 from monoscope.config import from_mapping
 from monoscope.data import DataConfig, open_dataset, parse_scatteritem, shard_positions

@@ -1,6 +1,5 @@
 """Top-N references of every channel over one shard of the data set."""
 
-
 from monoscope.config import from_mapping
 from monoscope.data import DataConfig, open_dataset, parse_scatteritem, shard_positions
 from monoscope.device import resolve_device

@@ -1,6 +1,5 @@
 """Circuits and activation baselines of one shard of the selected upper channels."""
 
-
 from monoscope.config import from_mapping
 from monoscope.data import DataConfig, open_dataset
 from monoscope.device import resolve_device

@@ -1,6 +1,5 @@
 """Pretrain one contrastive model (the method wildcard: simclr or ncl), resumably."""
 
-
 from monoscope.config import from_mapping
 from monoscope.contrastive.data import ContrastiveDataConfig, load_contrastive_split
 from monoscope.contrastive.pretrain import (

@@ -1,6 +1,5 @@
 """Relevance-cropped references of one shard of the selected upper channels."""
 
-
 from monoscope.config import from_mapping
 from monoscope.crops import CropConfig, render_crops, save_crops
 from monoscope.data import DataConfig, open_dataset

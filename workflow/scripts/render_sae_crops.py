@@ -1,6 +1,5 @@
 """Relevance-cropped references of one range of an SAE's alive features."""
 
-
 from monoscope.config import from_mapping
 from monoscope.crops import CropConfig, render_crops, save_crops
 from monoscope.data import DataConfig, open_dataset, parse_scatteritem, shard_positions

@@ -1,6 +1,5 @@
 """Train a demo network (the subject model, or the judge) on the digits."""
 
-
 from monoscope.config import from_mapping
 from monoscope.data import DataConfig, open_dataset
 from monoscope.device import resolve_device

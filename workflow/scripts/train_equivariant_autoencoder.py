@@ -1,6 +1,5 @@
 """Train one base autoencoder (the arch wildcard) on the training orbits, resumably."""
 
-
 from monoscope.device import resolve_device
 from monoscope.equivariant.autoencoders import (
     AutoencoderConfig,

@@ -1,6 +1,5 @@
 """Train one SAE on one layer's pooled activations (training split), resumably."""
 
-
 from monoscope.activations import ActivationStore
 from monoscope.config import from_mapping
 from monoscope.device import resolve_device
