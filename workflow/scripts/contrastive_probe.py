@@ -30,7 +30,9 @@ finetuning = wildcards.probe == "finetune"
 train_ds = load_contrastive_split(data, True)[0] if finetuning else None
 noisy_inputs = any(noise in ("gaussian", "uniform") for noise, _ in cells)
 test_ds = load_contrastive_split(data, False)[0] if finetuning or noisy_inputs else None
-finetune = params.get("finetune")
+probe_config = from_mapping(LinearProbeConfig, params.linear)
+finetune = params.get("finetune")  # only the finetuning rule has it
+finetune_config = from_mapping(FinetuneConfig, finetune) if finetune else None
 for (noise, level), path in zip(cells, paths, strict=True):
     record = probe_under_noise(
         model,
@@ -42,8 +44,8 @@ for (noise, level), path in zip(cells, paths, strict=True):
         features["train"],
         features["test"],
         num_classes=len(classes),
-        probe_config=from_mapping(LinearProbeConfig, params.linear),
-        finetune_config=from_mapping(FinetuneConfig, finetune) if finetune else None,
+        probe_config=probe_config,
+        finetune_config=finetune_config,
         selected_dims=params.selected_dims,
         which=params.which,
         batch_size=params.batch_size,
