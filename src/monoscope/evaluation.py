@@ -291,7 +291,7 @@ def write_stability_table(results: dict, stem: str | Path, experiment: str) -> l
         )
     frame = pd.DataFrame(columns)
     summary = {
-        name: format_mean_se(values.mean(), values.std(ddof=1) / np.sqrt(values.count()))
+        name: format_mean_se(*mean_and_standard_error(values.to_numpy()))
         for name, values in frame.items()
     }
     frame = frame.apply(lambda column: column.map(lambda value: format_mean_se(value, None)))
