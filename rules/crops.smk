@@ -33,26 +33,31 @@ rule render_crops:
         "../workflow/scripts/render_crops.py"
 
 
+# One job draws every figure neuron's crops: a figure takes less than a job's start.
 rule plot_crops:
     input:
         crops=gather.crops(out("crops/shards/{scatteritem}.safetensors")),
         samples=out("data/samples.csv"),
     output:
-        figure=report(
-            out("figures/crops/neuron{neuron}.png"),
-            caption="../workflow/report/crops.rst",
-            category="Crops",
-            labels={"neuron": "{neuron}"},
-        ),
+        figures=[
+            report(
+                out(f"figures/crops/neuron{neuron}.png"),
+                caption="../workflow/report/crops.rst",
+                category="Crops",
+                labels={"neuron": str(neuron)},
+            )
+            for neuron in config["figures"]["neurons"]
+        ],
     log:
-        out("logs/plot_crops/neuron{neuron}.log"),
+        out("logs/plot_crops.log"),
     benchmark:
-        out("benchmarks/plot_crops/neuron{neuron}.tsv")
+        out("benchmarks/plot_crops.tsv")
     conda:
         ENV
     params:
         columns=config["figures"]["columns"],
         data=section("data"),
+        neurons=config["figures"]["neurons"],
         size=config["crops"]["size"],
     script:
         "../workflow/scripts/plot_crops.py"

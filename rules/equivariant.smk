@@ -72,18 +72,27 @@ rule fit_equivariant_symmetry:
         "../workflow/scripts/fit_equivariant_symmetry.py"
 
 
-rule train_equivariant_sae:
+# One job per architecture trains every SAE of its latents in turn: each takes seconds to
+# minutes on 256-d latents, about a job's start-up on the demo. Each SAE keeps its own
+# resume checkpoint, so a killed job resumes the SAE it was training.
+rule train_equivariant_saes:
     input:
         data=out("equivariant/data/orbits.safetensors"),
         latents=out("equivariant/{arch}/latents.safetensors"),
         symmetry=out("equivariant/{arch}/symmetry.safetensors"),
     output:
-        model=out("equivariant/{arch}/sae/{family}/{loss}/model.safetensors"),
-        metrics=out("equivariant/{arch}/sae/{family}/{loss}/metrics.json"),
+        models=expand(
+            out("equivariant/{{arch}}/sae/{sae}/model.safetensors"),
+            sae=[f"{family}/{loss}" for family, loss in equivariant_saes()],
+        ),
+        metrics=expand(
+            out("equivariant/{{arch}}/sae/{sae}/metrics.json"),
+            sae=[f"{family}/{loss}" for family, loss in equivariant_saes()],
+        ),
     log:
-        out("logs/train_equivariant_sae/{arch}/{family}/{loss}.log"),
+        out("logs/train_equivariant_saes/{arch}.log"),
     benchmark:
-        out("benchmarks/train_equivariant_sae/{arch}/{family}/{loss}.tsv")
+        out("benchmarks/train_equivariant_saes/{arch}.tsv")
     conda:
         ENV
     threads: config["threads"]
@@ -92,12 +101,14 @@ rule train_equivariant_sae:
     params:
         torch_threads=config["threads"],  # fixed: results depend on it
         sae=_sorted(EQUIVARIANT["sae"]),
-        checkpoint=lambda wildcards: out(
-            f"equivariant/{wildcards.arch}/sae/{wildcards.family}/{wildcards.loss}/resume.safetensors"
-        ),
+        saes=equivariant_saes(),
+        checkpoints=lambda wildcards: [
+            out(f"equivariant/{wildcards.arch}/sae/{family}/{loss}/resume.safetensors")
+            for family, loss in equivariant_saes()
+        ],
         device=config["device"],
     script:
-        "../workflow/scripts/train_equivariant_sae.py"
+        "../workflow/scripts/train_equivariant_saes.py"
 
 
 # One job per architecture probes its base latents and every SAE: a probe set fits many

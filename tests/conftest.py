@@ -1,5 +1,6 @@
 """Shared fixtures. Importing monoscope first applies the torchvision adapter."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,30 @@ import torch
 import monoscope  # noqa: F401  (must precede any torchvision import)
 
 REPO = Path(__file__).resolve().parents[1]
+
+# `make test` runs two pytest-xdist workers on two cores: each takes one torch thread, since
+# two workers with two spin-waiting OpenMP threads each make small steps many times slower.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+
+# `make test` hands whole files to the workers (--dist loadfile), so that a module's
+# Snakemake run (a module fixture) is made once. The files below hold the longest runs and
+# go first, longest first, so that none starts last and leaves the other worker idle.
+LONGEST_FILES = (
+    "test_real_photos.py",
+    "test_workflow.py",
+    "test_slurm.py",
+    "test_workflow_configs.py",
+    "test_restart.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    def longest_first(item) -> int:
+        name = item.path.name
+        return LONGEST_FILES.index(name) if name in LONGEST_FILES else len(LONGEST_FILES)
+
+    items.sort(key=longest_first)  # stable: each file keeps its order and stays contiguous
 
 
 @pytest.fixture(scope="session")

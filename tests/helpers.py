@@ -1,5 +1,8 @@
 """Helpers shared by several test modules (imported as ``from helpers import ...``)."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -46,3 +49,29 @@ def layer_output(model, images, layer) -> torch.Tensor:
     finally:
         handle.remove()
     return captured["out"]
+
+
+# --------------------------------------------------------------------------- Snakemake
+
+
+def snakemake(workdir, *args, timeout=600):
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a Snakemake run or dry run."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Job stats"))
+    counts = {}
+    for line in lines[start + 3 :]:
+        parts = line.split()
+        if len(parts) != 2 or parts[0] == "total":
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts

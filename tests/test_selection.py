@@ -184,7 +184,7 @@ def test_imported_weight_files_agree_with_the_weight_sources(repo):
 def test_relmax_with_a_headless_weight_file_fails_before_any_job(repo, tmp_path):
     import torchvision
     import yaml
-    from test_workflow import snakemake
+    from helpers import snakemake
 
     from monoscope.io import save_tensors
 
@@ -287,7 +287,7 @@ def test_virtual_neuron_class_means_on_a_selection(random_demo, small_digits):
 )
 def test_bad_neurons_selections_fail_before_any_job(repo, tmp_path, override, message):
     import yaml
-    from test_workflow import snakemake
+    from helpers import snakemake
 
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({"experiment": "bad_neurons", "branches": ["pure"]} | override))
