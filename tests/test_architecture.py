@@ -37,6 +37,7 @@ LAYERS = {
     "hierarchy": 3,
     "tables": 3,
     "plotting": 3,
+    "semantics": 3,
     "pure": 4,
     "sae": 4,
     "contrastive": 4,
