@@ -164,3 +164,22 @@ def test_embeddings_of_other_references_are_rejected(files):
         evaluation.load_evaluation_inputs(
             files["clusters"], files["embeddings"], files["circuits"], files["samples"]
         )
+
+
+def test_semantic_summary_of_units_with_different_reference_counts():
+    from monoscope.evaluation import semantic_summary
+
+    groups = [
+        np.array([[1.0, 0.0], [2.0, 0.0]]),  # clarity 1, same direction as the next two
+        np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]),  # clarity (0 + 1/√2 + 1/√2) / 3
+        np.array([[3.0, 0.1]]),  # one reference: no clarity, still a direction
+        np.array([[0.0, 1.0], [0.0, 2.0]]),  # clarity 1, orthogonal to the first
+    ]
+    summary = semantic_summary(groups)
+    clear = np.array([1.0, 2 / np.sqrt(2) / 3, 1.0])
+    assert summary["clarity"][0] == pytest.approx(clear.mean())
+    assert summary["clarity"][1] == pytest.approx(clear.std(ddof=1) / np.sqrt(3))
+    # Mean directions: (1, 0), (0.7071, 0.7071) (normalised mean of the unit rows),
+    # (0.9994, 0.0333), (0, 1): at cosine >= 0.9 units 0 and 2 share a meaning.
+    assert summary["redundancy"][0] == pytest.approx(0.5)
+    assert semantic_summary([]) == {"clarity": [None, None], "redundancy": [None, None]}

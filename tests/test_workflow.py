@@ -135,10 +135,13 @@ def test_sae_features_join_neurons_and_virtual_neurons_in_the_tables(tiny_run):
         "count",
         "purity",
         "within-unit judge distance",
+        "clarity",
+        "redundancy",
         "hierarchy score",
     ]
     for row in ("neurons (layer4)", "pure k=2", "sae:l1 (layer4)", "sae:topk (layer4)"):
         assert units.loc[row, "hierarchy score"] != "–", row
+    assert (units["clarity"] != "–").all() and (units["redundancy"] != "–").all()
     sae_table = pd.read_csv(out / "tables" / "sae.csv", index_col=0)
     assert {"L0", "dead fraction", "FVU", "spliced accuracy"} <= set(sae_table.columns)
     # The table's numbers are the SAE's own, recomputed from the stored activations.

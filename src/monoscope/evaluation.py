@@ -26,6 +26,7 @@ from monoscope.pure.metrics import (
     purity_summary,
     summarize_alignment,
 )
+from monoscope.semantics import clarity, mean_directions, redundancy_of_directions
 from monoscope.tables import format_mean_se, write_table
 from monoscope.units import kind_label
 
@@ -314,8 +315,10 @@ def evaluate_units(inputs: EvaluationInputs, reference: str, k: int, hierarchy: 
     scored alike.
 
     Columns: the number of units, ground-truth purity and the mean distance between the
-    ``reference`` embeddings of a unit's references (within-unit distance), and the
-    hierarchy score where ``hierarchy`` (the ``score_hierarchy`` record, units named by
+    ``reference`` embeddings of a unit's references (within-unit distance), the clarity
+    and redundancy of :mod:`monoscope.semantics` in the same embeddings (redundancy among
+    the units of the row, at cosine ``REDUNDANCY_THRESHOLD``), and the hierarchy score
+    where ``hierarchy`` (the ``score_hierarchy`` record, units named by
     :func:`monoscope.units.kind_label`) has it; each as mean and standard error over
     units.
     """
@@ -328,13 +331,16 @@ def evaluate_units(inputs: EvaluationInputs, reference: str, k: int, hierarchy: 
     neurons = kind_label("neurons")
     upper = next(unit["layer"] for unit in hierarchy["units"] if unit["kind"] == neurons)
 
-    def row(label, layer, name, count, purity, distance):
+    def row(label, layer, name, count, purity, distance, groups=()):
         hierarchy_values = scores.get((label, layer))
+        semantic = semantic_summary(groups)
         return {
             "units": name,
             "count": count,
             "purity": list(purity[:2]),
             "distance": list(distance),
+            "clarity": semantic["clarity"],
+            "redundancy": semantic["redundancy"],
             "hierarchy": (
                 list(mean_and_standard_error(hierarchy_values))
                 if hierarchy_values is not None
@@ -351,6 +357,7 @@ def evaluate_units(inputs: EvaluationInputs, reference: str, k: int, hierarchy: 
             len(labels),
             purity_summary(labels, None),
             distance_summary(vectors, flat)["random"],
+            list(vectors),
         )
     ]
     for method, tensors in inputs.clusters.items():
@@ -365,6 +372,11 @@ def evaluate_units(inputs: EvaluationInputs, reference: str, k: int, hierarchy: 
                 purity[2],
                 purity,
                 distance_summary(vectors, assignment)["intra"],
+                [
+                    neuron[assignment[row_index] == cluster]
+                    for row_index, neuron in enumerate(vectors)
+                    for cluster in np.unique(assignment[row_index])
+                ],
             )
         )
     for sae in inputs.saes:
@@ -377,8 +389,32 @@ def evaluate_units(inputs: EvaluationInputs, reference: str, k: int, hierarchy: 
         sae_labels = inputs.labels_of(tensors["sample_ids"])
         distance = distance_summary(tensors["embeddings"].numpy(), np.zeros(sae_labels.shape))
         purity = purity_summary(sae_labels, None)
-        rows.append(row(label, layer, name, len(sae_labels), purity, distance["random"]))
+        groups = list(tensors["embeddings"].numpy())
+        rows.append(row(label, layer, name, len(sae_labels), purity, distance["random"], groups))
     return rows
+
+
+# Two units share a meaning when their mean reference directions are this close (cosine).
+REDUNDANCY_THRESHOLD = 0.9
+
+
+def semantic_summary(groups: Sequence[np.ndarray]) -> dict[str, list]:
+    """Clarity and redundancy (mean, standard error) of units given as arrays ``[R_u, D]``
+    of their reference embeddings (the references of a unit may differ in number).
+
+    Clarity needs two references: units with fewer are left out of its mean. No units
+    give ``[None, None]``.
+    """
+    if not groups:
+        return {"clarity": [None, None], "redundancy": [None, None]}
+    tensors = [torch.as_tensor(np.asarray(group, dtype=np.float64)) for group in groups]
+    clear = [float(clarity(group[None])[0]) for group in tensors if len(group) >= 2]
+    directions = torch.cat([mean_directions(group[None]) for group in tensors])
+    shared = redundancy_of_directions(directions, REDUNDANCY_THRESHOLD).double().numpy()
+    return {
+        "clarity": list(mean_and_standard_error(np.asarray(clear))) if clear else [None, None],
+        "redundancy": list(mean_and_standard_error(shared)),
+    }
 
 
 def write_unit_tables(
@@ -397,6 +433,8 @@ def write_unit_tables(
             f"within-unit {reference} distance": {
                 row["units"]: format_mean_se(*row["distance"]) for row in rows
             },
+            "clarity": {row["units"]: format_mean_se(*row["clarity"]) for row in rows},
+            "redundancy": {row["units"]: format_mean_se(*row["redundancy"]) for row in rows},
             "hierarchy score": {row["units"]: format_mean_se(*row["hierarchy"]) for row in rows},
         }
     )
@@ -406,8 +444,11 @@ def write_unit_tables(
         stems["units"],
         f"{experiment}: every kind of unit scored alike. Purity: share of a unit's references "
         f"with its most common label; within-unit distance: mean distance between the {reference} "
-        "embeddings of its cropped references; hierarchy score: f^T D f / |f|^2 of its mean "
-        "activation per class (lower is more monosemantic). Mean and standard error over units.",
+        "embeddings of its cropped references; clarity: mean cosine similarity between two of "
+        "them; redundancy: how many other units of the row have a mean reference direction "
+        f"within cosine {REDUNDANCY_THRESHOLD} of its own; hierarchy score: f^T D f / |f|^2 of "
+        "its mean activation per class (lower is more monosemantic). Mean and standard error "
+        "over units.",
         label="tab:units",
     )
     if sae_metrics:

@@ -31,6 +31,7 @@ __all__ = [
     "most_similar_units",
     "polysemanticity",
     "redundancy",
+    "redundancy_of_directions",
 ]
 
 
@@ -146,9 +147,15 @@ def redundancy(embeddings: torch.Tensor, threshold: float = 0.9) -> torch.Tensor
     Two units share a meaning when their mean reference directions have cosine
     similarity at least ``threshold`` (in [-1, 1]).
     """
+    return redundancy_of_directions(mean_directions(embeddings), threshold)
+
+
+def redundancy_of_directions(directions: torch.Tensor, threshold: float = 0.9) -> torch.Tensor:
+    """:func:`redundancy` from the units' mean directions ``[U, D]`` (for units with
+    different numbers of references, such as virtual neurons)."""
     if not -1.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be a cosine similarity in [-1, 1], got {threshold}")
-    directions = mean_directions(embeddings)
+    directions = torch.nn.functional.normalize(directions.double(), dim=-1)
     similar = (directions @ directions.T) >= threshold
     similar.fill_diagonal_(False)
     return similar.sum(dim=1)
