@@ -6,8 +6,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= 2
-# pytest-xdist workers of make test; tests sharing one Snakemake run stay on one worker
-# (tests/conftest.py). TEST_WORKERS=0 runs the suite in one process.
+# pytest-xdist workers of make test; each test file goes to one worker, so a module's
+# shared Snakemake run is made once (tests/conftest.py). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= $(CORES)
 # torch goes in first and pinned: an open range would pull several GB of CUDA
 # wheels on a CPU-only machine. Override for a CUDA build, e.g.

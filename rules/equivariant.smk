@@ -74,7 +74,8 @@ rule fit_equivariant_symmetry:
 
 # One job per architecture trains every SAE of its latents in turn: each takes seconds to
 # minutes on 256-d latents, about a job's start-up on the demo. Each SAE keeps its own
-# resume checkpoint, so a killed job resumes the SAE it was training.
+# resume checkpoint until the job ends, so a killed job's rerun skips the SAEs it finished
+# and resumes the one it was training.
 rule train_equivariant_saes:
     input:
         data=out("equivariant/data/orbits.safetensors"),

@@ -570,6 +570,16 @@ def test_sae_training_is_reproducible_and_resumable(exact_latents, tmp_path):
         ):
             assert torch.equal(a, b), name
         assert [r["loss"] for r in resumed_history] == [r["loss"] for r in history]
+        # A finished run's checkpoint resumes at its last epoch: the same SAE, no training
+        # (train_equivariant_saes keeps them until the job ends, for a killed job's rerun).
+        again, again_history = saes.train_orbit_sae(
+            latents, config, symmetry=matrix, checkpoint=checkpoint, progress=False
+        )
+        for (name, a), (_, b) in zip(
+            first.state_dict().items(), again.state_dict().items(), strict=True
+        ):
+            assert torch.equal(a, b), name
+        assert again_history == resumed_history
         with pytest.raises(ValueError, match="different config"):
             saes.train_orbit_sae(
                 latents,

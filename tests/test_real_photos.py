@@ -7,8 +7,8 @@ import torch
 pytestmark = [pytest.mark.real, pytest.mark.workflow]
 
 
-# Sized for the test suite: smaller images and two SAE units per SAE halve the relevance
-# crops and embeddings (most of the run); every rule and the top-12 neuron selection are
+# Sized for the test suite: smaller images and two SAE units per SAE shrink the relevance
+# crops and embeddings, most of the run's time; every rule and the top-12 neuron selection are
 # as in the shipped config, whose own values test_paper_configs_dry_run plans. At 112 px
 # the top 12 include three of the config's four figure neurons (not 862).
 REAL_PHOTOS_TEST_SIZE = {

@@ -36,7 +36,7 @@ __all__ = [
 
 
 def _unit_rows(embeddings: torch.Tensor) -> torch.Tensor:
-    """Reference embeddings ``[U, R, D]`` as float, each row scaled to unit length."""
+    """Reference embeddings ``[U, R, D]`` in float64, each row scaled to unit length."""
     if embeddings.ndim != 3:
         raise ValueError(
             f"expected reference embeddings [units, references, dim], got shape "

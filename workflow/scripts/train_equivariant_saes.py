@@ -48,4 +48,7 @@ for (family, loss), checkpoint, model_path, metrics_path in tqdm(
             "history": history,
         },
     )
+# Checkpoints go only once every SAE is written: a killed job's rerun finds the finished
+# SAEs' checkpoints at their last epoch and resumes them without training again.
+for checkpoint in params.checkpoints:
     release_checkpoint(checkpoint)
