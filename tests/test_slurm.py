@@ -6,11 +6,11 @@ Skipped only when no job can be submitted: no ``sbatch``, or no node that is up.
 import re
 import shutil
 import subprocess
-import sys
 
 import pytest
 import torch
 from conftest import copy_workflow
+from helpers import snakemake as run_snakemake
 
 from monoscope.io import load_tensors
 
@@ -34,13 +34,7 @@ def cluster_is_up() -> bool:
 
 
 def snakemake(workdir, *args, target=TARGET):
-    return subprocess.run(
-        [sys.executable, "-m", "snakemake", target, *args, "--configfile", "tiny.yaml"],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    return run_snakemake(workdir, target, *args, "--configfile", "tiny.yaml", timeout=900)
 
 
 def test_gpu_requests_in_a_dry_run_with_the_slurm_profile(repo, tmp_path):
