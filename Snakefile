@@ -32,6 +32,7 @@ include: "rules/helpers/pure.smk"
 include: "rules/helpers/sae.smk"
 include: "rules/helpers/contrastive.smk"
 include: "rules/helpers/equivariant.smk"
+include: "rules/helpers/atlas.smk"
 include: "rules/imports.smk"
 include: "rules/data.smk"
 include: "rules/models.smk"
@@ -43,6 +44,7 @@ include: "rules/sae.smk"
 include: "rules/contrastive.smk"
 include: "rules/equivariant.smk"
 include: "rules/evaluation.smk"
+include: "rules/atlas.smk"
 
 
 rule all:

@@ -19,34 +19,45 @@ rule cluster_units:
         "../workflow/scripts/cluster_units.py"
 
 
-# One job per method and k draws every figure neuron: a figure takes less than a job's start.
+# One job draws every method's figures (at figures.k): a figure takes less than a job's
+# start.
 rule plot_virtual_neurons:
     input:
-        clusters=out("clusters/{method}.safetensors"),
+        clusters=expand(
+            out("clusters/{method}.safetensors"),
+            method=config["clustering"]["methods"],
+        ),
         circuits=out("circuits/circuits.safetensors"),
         samples=out("data/samples.csv"),
         classes=out("data/classes.json"),
     output:
         figures=[
             report(
-                out(f"figures/{{method}}/virtual_neurons_k{{k}}_neuron{neuron}.png"),
+                path,
                 caption="../workflow/report/virtual_neurons.rst",
                 category="Virtual neurons",
-                subcategory="{method}",
-                labels={"method": "{method}", "k": "{k}", "neuron": str(neuron)},
+                subcategory=method,
+                labels={
+                    "method": method,
+                    "k": str(config["figures"]["k"]),
+                    "neuron": str(neuron),
+                },
             )
-            for neuron in config["figures"]["neurons"]
+            for method, neuron, path in virtual_neuron_figures()
         ],
     log:
-        out("logs/plot_virtual_neurons/{method}_k{k}.log"),
+        out("logs/plot_virtual_neurons.log"),
     benchmark:
-        out("benchmarks/plot_virtual_neurons/{method}_k{k}.tsv")
+        out("benchmarks/plot_virtual_neurons.tsv")
     conda:
         ENV
     params:
         data=section("data"),
         columns=config["figures"]["columns"],
-        neurons=config["figures"]["neurons"],
+        methods=config["clustering"]["methods"],  # of the clusters, in order
+        k=config["figures"]["k"],
+        # (method, neuron) of each figure, in order
+        figures=[[method, neuron] for method, neuron, _ in virtual_neuron_figures()],
     script:
         "../workflow/scripts/plot_virtual_neurons.py"
 

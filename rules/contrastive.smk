@@ -95,7 +95,8 @@ rule contrastive_features:
 
 # Finetuning is the costly probe (a whole backbone per cell): one job per setting, so a
 # cluster runs them side by side. The frozen probes take seconds per setting, less than a
-# job's start: contrastive_frozen_probes runs every setting of one in one job.
+# job's start: contrastive_frozen_probes runs every setting of both of them in one job per
+# representation.
 rule contrastive_probe:
     input:
         unpack(contrastive_model_inputs),
@@ -137,15 +138,14 @@ rule contrastive_frozen_probes:
         features=out("contrastive/{representation}/features.safetensors"),
     output:
         probes=expand(
-            out("contrastive/{{representation}}/probes/{{probe}}/{setting}.json"),
+            out("contrastive/{{representation}}/probes/{probe}/{setting}.json"),
+            probe=CONTRASTIVE_FROZEN_PROBES,
             setting=[f"{noise}_{level}" for noise, level in contrastive_settings()],
         ),
     log:
-        out("logs/contrastive_frozen_probes/{representation}/{probe}.log"),
+        out("logs/contrastive_frozen_probes/{representation}.log"),
     benchmark:
-        out("benchmarks/contrastive_frozen_probes/{representation}/{probe}.tsv")
-    wildcard_constraints:
-        probe="linear|selected",
+        out("benchmarks/contrastive_frozen_probes/{representation}.tsv")
     conda:
         ENV
     threads: config["threads"]
@@ -163,6 +163,7 @@ rule contrastive_frozen_probes:
         selected_dims=CONTRASTIVE["selected"]["dims"],
         batch_size=CONTRASTIVE["extract_batch_size"],
         seed=CONTRASTIVE["robustness"]["seed"],
+        probes=CONTRASTIVE_FROZEN_PROBES,
         settings=contrastive_settings(),
         device=config["device"],
     script:

@@ -20,12 +20,18 @@ rule prepare_equivariant_data:
         "../workflow/scripts/prepare_equivariant_data.py"
 
 
+# One job per architecture trains the autoencoder and fits M on its latents: the fit takes
+# seconds, less than a job's start. The training checkpoint is kept until the job ends, so
+# a job killed during the fit resumes with a finished model and does not train again.
 rule train_equivariant_autoencoder:
     input:
         data=out("equivariant/data/orbits.safetensors"),
     output:
         model=out("equivariant/{arch}/autoencoder.safetensors"),
         history=out("equivariant/{arch}/autoencoder.json"),
+        latents=out("equivariant/{arch}/latents.safetensors"),
+        symmetry=out("equivariant/{arch}/symmetry.safetensors"),
+        fit=out("equivariant/{arch}/symmetry.json"),
     log:
         out("logs/train_equivariant_autoencoder/{arch}.log"),
     benchmark:
@@ -38,6 +44,7 @@ rule train_equivariant_autoencoder:
     params:
         torch_threads=config["threads"],  # fixed: results depend on it
         autoencoder=_sorted(EQUIVARIANT["autoencoder"]),
+        symmetry=_sorted(EQUIVARIANT["symmetry"]),
         # Outside the outputs, so that a killed job resumes from its last epoch.
         checkpoint=lambda wildcards: out(
             f"equivariant/{wildcards.arch}/autoencoder.resume.safetensors"
@@ -45,31 +52,6 @@ rule train_equivariant_autoencoder:
         device=config["device"],
     script:
         "../workflow/scripts/train_equivariant_autoencoder.py"
-
-
-rule fit_equivariant_symmetry:
-    input:
-        data=out("equivariant/data/orbits.safetensors"),
-        model=out("equivariant/{arch}/autoencoder.safetensors"),
-    output:
-        latents=out("equivariant/{arch}/latents.safetensors"),
-        symmetry=out("equivariant/{arch}/symmetry.safetensors"),
-        fit=out("equivariant/{arch}/symmetry.json"),
-    log:
-        out("logs/fit_equivariant_symmetry/{arch}.log"),
-    benchmark:
-        out("benchmarks/fit_equivariant_symmetry/{arch}.tsv")
-    conda:
-        ENV
-    threads: config["threads"]
-    resources:
-        gpu=1,
-    params:
-        torch_threads=config["threads"],  # fixed: results depend on it
-        symmetry=_sorted(EQUIVARIANT["symmetry"]),
-        device=config["device"],
-    script:
-        "../workflow/scripts/fit_equivariant_symmetry.py"
 
 
 # One job per architecture trains every SAE of its latents in turn: each takes seconds to

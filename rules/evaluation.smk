@@ -14,6 +14,34 @@ EVALUATION_TABLES = {
 }
 
 
+# The vocabulary that labels units, in the reference embedder's space: text prompts for
+# CLIP with projected pooling, class prototypes for image-only embedders (labels.source).
+rule embed_vocabulary:
+    input:
+        samples=out("data/samples.csv"),
+        classes=out("data/classes.json"),
+        weights=embedder_weight_input,
+    output:
+        vocabulary=out("labels/{embedder}.safetensors"),
+    log:
+        out("logs/embed_vocabulary/{embedder}.log"),
+    benchmark:
+        out("benchmarks/embed_vocabulary/{embedder}.tsv")
+    conda:
+        ENV
+    threads: config["threads"]
+    resources:
+        gpu=1,
+    params:
+        torch_threads=config["threads"],  # fixed: results depend on it
+        embedder=lambda wildcards: embedder_params(wildcards.embedder),
+        labels=section("labels"),
+        data=section("data"),
+        device=config["device"],
+    script:
+        "../workflow/scripts/embed_vocabulary.py"
+
+
 rule evaluate:
     input:
         clusters=expand(
@@ -28,9 +56,16 @@ rule evaluate:
         sae_embeddings=sae_files(
             f"embeddings/{config['evaluation']['reference']}.safetensors"
         ),
+        vocabulary=out(f"labels/{config['evaluation']['reference']}.safetensors"),
+        classes=out("data/classes.json"),
+        contrastive=contrastive_atlas_inputs(),
     output:
         **EVALUATION_TABLES,
         results=out("evaluation/results.json"),
+        # Every unit's references, labels and scores, and its mean reference direction:
+        # what the atlas shows and `monoscope search` searches.
+        catalogue=out("evaluation/catalogue.json"),
+        directions=out("evaluation/directions.safetensors"),
     log:
         out("logs/evaluate.log"),
     benchmark:
@@ -46,6 +81,10 @@ rule evaluate:
         hierarchy_k=config["hierarchy"]["k"],
         sae_layers=SAE_LAYERS,
         sae_models=SAE_MODELS,
+        labels=section("labels"),
+        layer=config["model"]["upper_layer"],
+        # Recorded in the catalogue: `monoscope search` embeds its queries with it.
+        embedder=embedder_params(config["evaluation"]["reference"]),
     script:
         "../workflow/scripts/evaluate.py"
 

@@ -44,28 +44,34 @@ rule merge_references:
         "../workflow/scripts/merge_references.py"
 
 
+# One job draws every grid (each mode and layer): a grid takes less than a job's start.
 rule plot_references:
     input:
         references=out("references/references.safetensors"),
         samples=out("data/samples.csv"),
         classes=out("data/classes.json"),
     output:
-        grid=report(
-            out("references/grid_{mode}_{layer}.png"),
-            caption="../workflow/report/references_grid.rst",
-            category="References",
-            subcategory="{layer}",
-            labels={"mode": "{mode}", "layer": "{layer}"},
-        ),
+        grids=[
+            report(
+                path,
+                caption="../workflow/report/references_grid.rst",
+                category="References",
+                subcategory=layer,
+                labels={"mode": mode, "layer": layer},
+            )
+            for mode, layer, path in reference_grid_figures()
+        ],
     log:
-        out("logs/plot_references/{mode}_{layer}.log"),
+        out("logs/plot_references.log"),
     benchmark:
-        out("benchmarks/plot_references/{mode}_{layer}.tsv")
+        out("benchmarks/plot_references.tsv")
     conda:
         ENV
     params:
         data=section("data"),
         grid=_sorted(config["references"]["grid"]),
+        # (mode, layer) of each grid, in order
+        grids=[[mode, layer] for mode, layer, _ in reference_grid_figures()],
         upper_layer=config["model"]["upper_layer"],
         neurons=config["neurons"],
         reference_mode=config["circuits"]["references"],

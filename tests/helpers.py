@@ -1,7 +1,10 @@
 """Helpers shared by several test modules (imported as ``from helpers import ...``)."""
 
+import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -75,3 +78,87 @@ def job_counts(output: str) -> dict[str, int]:
             break
         counts[parts[0]] = int(parts[1])
     return counts
+
+
+# --------------------------------------------------------------------------- browser
+
+
+def chromium() -> str | None:
+    """The headless browser of the atlas tests (Debian's chromium), or None."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def browse(page, dump_dom: bool = True, screenshot=None, size=(1300, 900)) -> str:
+    """Load ``page`` (a path, with an optional ``?query``) in headless Chromium after its
+    scripts and images have run and loaded; returns the DOM, or saves a screenshot."""
+    browser = chromium()
+    if browser is None:
+        raise RuntimeError("no chromium")
+    path, _, query = str(page).partition("?")
+    url = Path(path).resolve().as_uri() + (f"?{query}" if query else "")
+    command = [
+        browser,
+        "--headless",
+        "--no-sandbox",  # CI runs as root, where Chromium's sandbox refuses to start
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--allow-file-access-from-files",
+        "--virtual-time-budget=5000",
+        f"--window-size={size[0]},{size[1]}",
+    ]
+    command += ["--dump-dom"] if dump_dom and screenshot is None else [f"--screenshot={screenshot}"]
+    result = subprocess.run(command + [url], capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        raise RuntimeError(f"chromium failed ({result.returncode}): {result.stderr[-2000:]}")
+    return result.stdout
+
+
+needs_chromium = pytest.mark.skipif(
+    chromium() is None,
+    reason="Chromium is not installed (Debian package chromium; `make test` installs it "
+    "where it can: tests/install-chromium.sh)",
+)
+
+
+def check_atlas_in_browser(index: Path, records, screenshots: Path) -> None:
+    """The checks of the browser test, on any atlas: the index lists every unit, filters
+    by kind and text, a neuron page shows its virtual neurons, labels and loaded images."""
+    dom = browse(index)
+    assert f'data-visible="{len(records)}"' in dom
+    rows = re.findall(r'<tr data-kind="([^"]+)"><td', dom)  # the rendered rows, not the script
+    assert sorted(rows) == sorted(record["kind"] for record in records)
+    kind = records[1]["kind"]  # a clustering method: the virtual neurons
+    expected = sum(record["kind"] == kind for record in records)
+    dom = browse(f"{index}?kind={kind}")
+    assert f'data-visible="{expected}"' in dom and f"{expected} of {len(records)} units" in dom
+    label = records[1]["label"]
+    dom = browse(f"{index}?q={records[1]['id']}")
+    assert 'data-visible="1"' in dom
+    neuron = next(record for record in records if record["kind"] == "neurons")
+    page = index.parent / "units" / f"{neuron['id']}.html"
+    dom = browse(page)
+    loaded = re.search(r'data-images-loaded="(\d+)"', dom)
+    failed = re.search(r'data-images-failed="(\d+)"', dom)
+    assert loaded and int(loaded.group(1)) >= 1 and failed and failed.group(1) == "0", dom[-2000:]
+    children = [r["id"] for r in records if r["base"] == neuron["id"] and r["id"] != neuron["id"]]
+    assert children and all(f"{child}.html" in dom for child in children)
+    assert f"<b>{label}</b>" in browse(index.parent / "units" / f"{records[1]['id']}.html")
+    screenshots.mkdir(parents=True, exist_ok=True)
+    browse(f"{index}?sort=purity&order=desc", screenshot=screenshots / "index.png")
+    browse(page, screenshot=screenshots / "neuron.png", size=(1300, 1600))
+    for shot in ("index.png", "neuron.png"):
+        with Image.open(screenshots / shot) as image:
+            assert image.size[0] == 1300 and len(np.unique(np.asarray(image.convert("L")))) > 2
+
+
+def report_html(report_zip) -> str:
+    """The ``report.html`` inside a Snakemake zip report (``--report <name>.zip``)."""
+    import zipfile
+
+    with zipfile.ZipFile(report_zip) as archive:
+        name = next(n for n in archive.namelist() if n.endswith("/report.html"))
+        return archive.read(name).decode(errors="replace")

@@ -38,14 +38,20 @@ LAYERS = {
     "tables": 3,
     "plotting": 3,
     "semantics": 3,
+    "vocabulary": 3,
     "pure": 4,
     "sae": 4,
     "contrastive": 4,
     "equivariant": 4,
     "units": 5,
     "evaluation": 5,
+    "catalogue": 5,
     "preflight": 5,
     "readme": 5,
+    "atlas": 6,
+    "search": 6,
+    "cli": 6,
+    "__main__": 6,
 }
 
 

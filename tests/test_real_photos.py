@@ -29,7 +29,7 @@ def test_real_photos_experiment_runs_end_to_end(tmp_path_factory):
     import time
 
     from conftest import copy_workflow, require_package
-    from helpers import snakemake
+    from helpers import report_html, snakemake
 
     from monoscope.io import load_tensors
 
@@ -60,8 +60,8 @@ def test_real_photos_experiment_runs_end_to_end(tmp_path_factory):
         assert (out / "tables" / f"{table}.csv").stat().st_size > 0
 
     report = snakemake(
-        workdir, "--cores", "1", "--report", "report.html", "--configfile", *configs, timeout=300
+        workdir, "--cores", "1", "--report", "report.zip", "--configfile", *configs, timeout=300
     )
     assert report.returncode == 0, report.stderr[-3000:]
-    html = (workdir / "report.html").read_text(errors="replace")
+    html = report_html(workdir / "report.zip")
     assert "grid_actmax_layer4.png" in html and "neuron1372.png" in html

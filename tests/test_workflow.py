@@ -1,15 +1,22 @@
 """Snakemake end to end on a tiny config, in a copy of the workflow in a temp dir."""
 
+import json
 import subprocess
 import sys
+import zipfile
+from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import yaml
 from conftest import copy_workflow
-from helpers import job_counts, snakemake
+from helpers import check_atlas_in_browser, chromium, job_counts, report_html, snakemake
 
 pytestmark = pytest.mark.workflow
+
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +144,8 @@ def test_sae_features_join_neurons_and_virtual_neurons_in_the_tables(tiny_run):
         "within-unit judge distance",
         "clarity",
         "redundancy",
+        "polysemanticity",
+        "label match",
         "hierarchy score",
     ]
     for row in ("neurons (layer4)", "pure k=2", "sae:l1 (layer4)", "sae:topk (layer4)"):
@@ -326,11 +335,11 @@ def test_changing_references_n_reruns_only_the_reference_rules(tiny_run):
         "all": 1,
         "collect_references": 3,
         "merge_references": 1,
-        "plot_references": 2,
+        "plot_references": 1,  # both modes' grids in one job
         "compute_circuits": 2,
         "merge_circuits": 1,
         "cluster_units": 3,
-        "plot_virtual_neurons": 3,
+        "plot_virtual_neurons": 1,  # every method's figures in one job
         "plot_circuit_umaps": 1,
         "render_crops": 2,
         "plot_crops": 1,
@@ -345,6 +354,7 @@ def test_changing_references_n_reruns_only_the_reference_rules(tiny_run):
         "score_hierarchy": 1,  # the virtual neurons changed with the circuits
         "evaluate": 1,
         "plot_evaluation": 1,
+        "build_atlas": 1,
     }
 
 
@@ -355,11 +365,12 @@ def test_changing_k_reruns_clustering_but_not_circuits(tiny_run):
     assert counts == {
         "all": 1,
         "cluster_units": 3,
-        "plot_virtual_neurons": 3,
+        "plot_virtual_neurons": 1,
         "plot_circuit_umaps": 1,
         "score_hierarchy": 1,  # scores the virtual neurons of the new clustering
         "evaluate": 1,
         "plot_evaluation": 1,
+        "build_atlas": 1,
     }
 
 
@@ -398,11 +409,47 @@ def test_results_do_not_depend_on_the_core_count(tmp_path):
 
 def test_report_is_generated(tiny_run):
     result = snakemake(
-        tiny_run, "--cores", "1", "--configfile", "tiny.yaml", "--report", "report.html"
+        tiny_run, "--cores", "1", "--configfile", "tiny.yaml", "--report", "report.zip"
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    html = (tiny_run / "report.html").read_text(errors="replace")
+    html = report_html(tiny_run / "report.zip")
     assert "grid_actmax_layer4.png" in html
+    # The atlas is in the report, whole: its index and every unit page.
+    with zipfile.ZipFile(tiny_run / "report.zip") as archive:
+        names = archive.namelist()
+    catalogue = json.loads((tiny_run / "results/tiny/evaluation/catalogue.json").read_text())
+    assert sum(name.endswith("/atlas.css") for name in names) == 1
+    pages = [name for name in names if "/units/" in name and name.endswith(".html")]
+    assert len(pages) == len(catalogue["units"])
+
+
+def test_the_atlas_lists_every_unit_and_opens_in_a_browser(tiny_run):
+    """The tiny run's atlas: a page per catalogued unit of every kind, the labels table,
+    and (where Chromium is installed) the browser checks of tests/test_atlas.py."""
+    out = tiny_run / "results" / "tiny"
+    catalogue = json.loads((out / "evaluation" / "catalogue.json").read_text())
+    records = catalogue["units"]
+    kinds = {record["kind"] for record in records}
+    assert {"neurons", "pure", "activation", "judge", "sae:l1", "sae:topk"} <= kinds
+    assert {"contrastive:simclr", "contrastive:ncl", "contrastive:sae"} <= kinds
+    # Every neuron, every virtual neuron of every method and k, every alive SAE feature.
+    neurons = [r for r in records if r["kind"] == "neurons"]
+    assert len(neurons) == 8
+    for method in ("pure", "activation", "judge"):
+        for k in (2, 3):
+            assert sum(r["kind"] == method and r["k"] == k for r in records) <= 8 * k
+    pages = {path.stem for path in (out / "atlas" / "units").glob("*.html")}
+    assert pages == {record["id"] for record in records}
+    index = (out / "atlas" / "index.html").read_text()
+    assert all(f'"id": "{record["id"]}"' in index for record in records)
+    labels = pd.read_csv(out / "tables" / "labels.csv", index_col=0)
+    assert labels["count"].sum() == len(records)
+    assert set(labels.columns) >= {"label match", "purity", "polysemanticity", "clarity"}
+    if chromium() is None:
+        pytest.skip("Chromium is not installed (tests/install-chromium.sh); DOM checks skipped")
+    check_atlas_in_browser(
+        out / "atlas" / "index.html", records, REPO / "results" / "browser-test" / "tiny"
+    )
 
 
 def test_lint_and_format_are_clean(repo):

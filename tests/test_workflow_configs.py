@@ -159,6 +159,7 @@ def check_equivariant_plan(section, counts, name):
     families = section.get("families", ["vanilla", "equivariant", "archetypal"])
     losses = len(section.get("loss_types", ["latent_inv", "canonical", "output_inv"]))
     saes = len(families) - 1 + losses if "equivariant" in families else len(families)
+    # The symmetry fit runs in the autoencoder's job.
     assert counts["train_equivariant_autoencoder"] == architectures, name
     assert saes > 0, name
     assert counts["train_equivariant_saes"] == architectures, name  # all its SAEs in one job
@@ -173,10 +174,11 @@ def check_contrastive_plan(section, counts, name):
     representations = methods + 1
     settings = 1 + sum(len(levels) for levels in section["robustness"].values())
     probes = section["probes"]
-    # Finetuning: one job per setting (not of the SAE); frozen probes: one job each.
+    # Finetuning: one job per setting (not of the SAE); the frozen probes: one job per
+    # representation runs both.
     finetune = methods if "finetune" in probes else 0
     assert counts.get("contrastive_probe", 0) == finetune * settings, name
-    frozen = len([probe for probe in probes if probe != "finetune"])
+    frozen = any(probe != "finetune" for probe in probes)
     assert counts.get("contrastive_frozen_probes", 0) == representations * frozen, name
     assert counts["contrastive_features"] == representations, name
     assert counts["contrastive_tables"] == 1, name

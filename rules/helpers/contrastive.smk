@@ -15,6 +15,10 @@ CONTRASTIVE = config["contrastive"]
 CONTRASTIVE_REPRESENTATIONS = list(CONTRASTIVE["methods"]) + (
     ["sae"] if CONTRASTIVE["sae"]["enabled"] else []
 )
+# The probes on frozen features, which rule contrastive_frozen_probes runs together.
+CONTRASTIVE_FROZEN_PROBES = [
+    probe for probe in CONTRASTIVE["probes"] if probe in ("linear", "selected")
+]
 
 # Cross-key checks the schema cannot express; they fail before any job starts (data
 # roots: monoscope.preflight.check_config, run by common.smk).

@@ -106,10 +106,15 @@ def embedder_params(name):
     return embedder
 
 
-def embedder_weight_input(wildcards):
-    """The embedder's weight file as an input when it is a file (trained or existing)."""
-    weights = embedder_params(wildcards.embedder)["weights"]
+def embedder_weight_files(name):
+    """An embedder's weight file as an input when it is a file (trained or existing)."""
+    weights = embedder_params(name)["weights"]
     return [weights] if weights.startswith(OUT) else weight_input(weights)
+
+
+def embedder_weight_input(wildcards):
+    """:func:`embedder_weight_files` of the job's ``{embedder}``."""
+    return embedder_weight_files(wildcards.embedder)
 
 
 def cluster_vectors_input(wildcards):
@@ -121,7 +126,7 @@ def cluster_vectors_input(wildcards):
 
 def table_paths():
     """The evaluation's tables, three files each (sae.smk defines SAE_LAYERS)."""
-    tables = ["semantic_distances", "alignment", "purity", "units"]
+    tables = ["semantic_distances", "alignment", "purity", "units", "labels"]
     if config["clustering"]["stability_seeds"]:
         tables.append("stability")
     if SAE_LAYERS:
@@ -129,22 +134,36 @@ def table_paths():
     return [path for table in tables for path in table_files(table)]
 
 
+def reference_grid_figures():
+    """(mode, layer, file) of every reference grid; rule plot_references draws them all."""
+    return [
+        (mode, layer, out(f"references/grid_{mode}_{layer}.png"))
+        for mode in config["references"]["modes"]
+        for layer in REFERENCE_LAYERS
+    ]
+
+
 def reference_grids():
-    return expand(
-        out("references/grid_{mode}_{layer}.png"),
-        mode=config["references"]["modes"],
-        layer=REFERENCE_LAYERS,
-    )
+    return [path for _, _, path in reference_grid_figures()]
+
+
+def virtual_neuron_figures():
+    """(method, neuron, file) of every virtual-neuron figure, at figures.k; rule
+    plot_virtual_neurons draws them all."""
+    figures = config["figures"]
+    return [
+        (
+            method,
+            neuron,
+            out(f"figures/{method}/virtual_neurons_k{figures['k']}_neuron{neuron}.png"),
+        )
+        for method in config["clustering"]["methods"]
+        for neuron in figures["neurons"]
+    ]
 
 
 def figure_files():
-    figures = config["figures"]
-    grids = expand(
-        out("figures/{method}/virtual_neurons_k{k}_neuron{neuron}.png"),
-        method=config["clustering"]["methods"],
-        k=figures["k"],
-        neuron=figures["neurons"],
-    )
+    grids = [path for _, _, path in virtual_neuron_figures()]
     umaps = umap_files() if "pure" in config["clustering"]["methods"] else []
     return grids + umaps
 
@@ -172,6 +191,7 @@ def pure_targets():
     targets += [out("figures/semantic_distances.png"), out("figures/alignment.png")]
     targets.append(subject_model_file())
     targets.append(out("evaluation/hierarchy.json"))
+    targets.append(out("atlas"))
     targets += sae_files("metrics.json")
     if IS_DEMO_MODEL:
         targets.append(out("models/subject_metrics.json"))

@@ -8,6 +8,8 @@ wildcard_constraints:
 
 SAE_LAYERS = config["sae"]["layers"]
 SAE_MODELS = sorted(config["sae"]["models"])
+# (layer, SAE) pairs, layer-major: the order of sae_files.
+SAE_PAIRS = [(layer, sae) for layer in SAE_LAYERS for sae in SAE_MODELS]
 # The hierarchy score of neurons reads the upper layer's pooled activations.
 ACTIVATION_LAYERS = list(dict.fromkeys(SAE_LAYERS + [config["model"]["upper_layer"]]))
 

@@ -6,7 +6,9 @@ in inference mode. Registered kinds:
 
 * ``open_clip``: a CLIP image tower from open_clip (ViT-B/32 by default). Pooling
   ``tokens_mean`` is the mean of the last hidden states over all tokens (768-d for
-  ViT-B/32), which is the paper's vector; ``projected`` is CLIP's image embedding.
+  ViT-B/32), which is the paper's vector; ``projected`` is CLIP's image embedding, in
+  the space CLIP shares with its text tower: only then does the embedder also embed
+  text (:meth:`Embedder.embed_texts`, the labels of :mod:`monoscope.vocabulary`).
 * ``dinov2``: DINOv2 from timm at 224 pixels, mean of the final tokens.
 * ``judge``: the demo's judge network (a CNN trained on all ten digits), its pooled
   upper layer; it stands in for CLIP on the offline demo.
@@ -93,8 +95,11 @@ class Embedder:
         mean: tuple[float, ...],
         std: tuple[float, ...],
         normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        text_forward: Callable[[list[str]], torch.Tensor] | None = None,
     ) -> None:
         self.name, self._forward, self.module = name, forward, module.eval()
+        # Texts -> vectors in the images' space, for embedders with a text tower.
+        self._text_forward = text_forward
         self.image_size, self.mean, self.std = image_size, mean, std
         # A subject model's own normalisation (scale, BGR) where mean/std do not suffice.
         self._normalize = normalize
@@ -124,6 +129,21 @@ class Embedder:
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         return self._forward(self.preprocess(images.to(self.device)).float()).float()
+
+    @property
+    def has_text(self) -> bool:
+        """Whether texts embed into the images' space (CLIP with ``projected`` pooling)."""
+        return self._text_forward is not None
+
+    @torch.inference_mode()
+    def embed_texts(self, texts: list[str]) -> torch.Tensor:
+        """Vectors ``[len(texts), dim]`` of texts, comparable with the image vectors."""
+        if self._text_forward is None:
+            raise ValueError(
+                f"embedder '{self.name}' has no text tower in its image space (only open_clip "
+                "with pooling: projected has); label with class prototypes instead"
+            )
+        return self._text_forward(list(texts)).float()
 
 
 def embed_images(
@@ -155,6 +175,7 @@ def _open_clip(name: str, config: EmbedderConfig) -> Embedder:
         pretrained = _existing_file(config.weights, name)
     model = open_clip.create_model(arch, pretrained=pretrained, force_quick_gelu=quick_gelu)
     visual = model.visual
+    text_forward = None
     native = (
         visual.image_size[0] if isinstance(visual.image_size, (tuple, list)) else visual.image_size
     )
@@ -165,6 +186,11 @@ def _open_clip(name: str, config: EmbedderConfig) -> Embedder:
         def forward(x):
             return visual(x)
 
+        tokenizer = open_clip.get_tokenizer(arch)  # bundled BPE vocabulary: no download
+
+        def text_forward(texts):
+            return model.encode_text(tokenizer(texts).to(next(model.parameters()).device))
+
     else:
 
         def forward(x):
@@ -174,7 +200,9 @@ def _open_clip(name: str, config: EmbedderConfig) -> Embedder:
 
     mean = tuple(getattr(visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN)
     std = tuple(getattr(visual, "image_std", None) or open_clip.OPENAI_DATASET_STD)
-    return Embedder(name, forward, visual, int(size), mean, std)
+    # With a text tower the module is the whole CLIP, so that ``to(device)`` moves both.
+    module = visual if text_forward is None else model
+    return Embedder(name, forward, module, int(size), mean, std, text_forward=text_forward)
 
 
 def _open_clip_cached_file(arch: str, tag: str) -> str:

@@ -110,12 +110,13 @@ def evaluate(
     alignment: Mapping[str, int],
     hierarchy_k: int,
     hierarchy: dict,
+    catalogue: Sequence[dict] | None = None,
 ) -> dict:
     """All scores of one experiment as a JSON-ready record: PURE's (distances, alignment,
     purity per method and k; :func:`evaluate_pure`) and, under ``units``, one row per
-    kind of unit (:func:`evaluate_units`)."""
+    kind of unit (:func:`evaluate_units`, with the labels of ``catalogue``)."""
     results = evaluate_pure(inputs, ks, reference, alignment)
-    results["units"] = evaluate_units(inputs, reference, hierarchy_k, hierarchy)
+    results["units"] = evaluate_units(inputs, reference, hierarchy_k, hierarchy, catalogue)
     return results
 
 
@@ -201,7 +202,7 @@ def evaluate_pure(
 
 
 PURE_TABLES = ("semantic_distances", "alignment", "purity", "stability")
-UNIT_TABLES = ("units", "sae")
+UNIT_TABLES = ("units", "sae", "labels")
 
 
 def write_pure_tables(
@@ -309,7 +310,13 @@ def write_stability_table(results: dict, stem: str | Path, experiment: str) -> l
     )
 
 
-def evaluate_units(inputs: EvaluationInputs, reference: str, k: int, hierarchy: dict) -> list[dict]:
+def evaluate_units(
+    inputs: EvaluationInputs,
+    reference: str,
+    k: int,
+    hierarchy: dict,
+    catalogue: Sequence[dict] | None = None,
+) -> list[dict]:
     """One row per kind of unit (:data:`monoscope.units.UNIT_KINDS`): neurons, virtual
     neurons of every clustering method at ``k``, and the alive features of every SAE,
     scored alike.
@@ -320,7 +327,9 @@ def evaluate_units(inputs: EvaluationInputs, reference: str, k: int, hierarchy: 
     the units of the row, at cosine ``REDUNDANCY_THRESHOLD``), and the hierarchy score
     where ``hierarchy`` (the ``score_hierarchy`` record, units named by
     :func:`monoscope.units.kind_label`) has it; each as mean and standard error over
-    units.
+    units. With the unit records of ``catalogue`` (:mod:`monoscope.catalogue`), also their
+    polysemanticity and the share of units whose label is their references' majority
+    class (``label match``).
     """
     labels = inputs.labels_of(inputs.circuits.sample_ids)
     vectors = inputs.embeddings[reference]["embeddings"].numpy()
@@ -334,6 +343,8 @@ def evaluate_units(inputs: EvaluationInputs, reference: str, k: int, hierarchy: 
     def row(label, layer, name, count, purity, distance, groups=()):
         hierarchy_values = scores.get((label, layer))
         semantic = semantic_summary(groups)
+        # The catalogue's group of a row: its name without the layer (``pure k=2``).
+        labelled = catalogue_summary(catalogue or (), name.split(" (")[0], layer)
         return {
             "units": name,
             "count": count,
@@ -341,6 +352,8 @@ def evaluate_units(inputs: EvaluationInputs, reference: str, k: int, hierarchy: 
             "distance": list(distance),
             "clarity": semantic["clarity"],
             "redundancy": semantic["redundancy"],
+            "polysemanticity": labelled["polysemanticity"],
+            "label match": labelled["label_match"],
             "hierarchy": (
                 list(mean_and_standard_error(hierarchy_values))
                 if hierarchy_values is not None
@@ -398,6 +411,19 @@ def evaluate_units(inputs: EvaluationInputs, reference: str, k: int, hierarchy: 
 REDUNDANCY_THRESHOLD = 0.9
 
 
+def catalogue_summary(records: Sequence[dict], group: str, layer: str) -> dict[str, list]:
+    """Mean and standard error of the polysemanticity and label match of the catalogue's
+    units of one group (``[None, None]`` where the group has none)."""
+    members = [
+        record for record in records if record["group"] == group and record["layer"] == layer
+    ]
+    summary = {}
+    for key in ("polysemanticity", "label_match"):
+        values = np.asarray([float(record[key]) for record in members], dtype=np.float64)
+        summary[key] = list(mean_and_standard_error(values)) if len(values) else [None, None]
+    return summary
+
+
 def semantic_summary(groups: Sequence[np.ndarray]) -> dict[str, list]:
     """Clarity and redundancy (mean, standard error) of units given as arrays ``[R_u, D]``
     of their reference embeddings (the references of a unit may differ in number).
@@ -435,6 +461,13 @@ def write_unit_tables(
             },
             "clarity": {row["units"]: format_mean_se(*row["clarity"]) for row in rows},
             "redundancy": {row["units"]: format_mean_se(*row["redundancy"]) for row in rows},
+            "polysemanticity": {
+                row["units"]: format_mean_se(*row.get("polysemanticity", [None, None]))
+                for row in rows
+            },
+            "label match": {
+                row["units"]: format_mean_se(*row.get("label match", [None, None])) for row in rows
+            },
             "hierarchy score": {row["units"]: format_mean_se(*row["hierarchy"]) for row in rows},
         }
     )
@@ -446,7 +479,10 @@ def write_unit_tables(
         f"with its most common label; within-unit distance: mean distance between the {reference} "
         "embeddings of its cropped references; clarity: mean cosine similarity between two of "
         "them; redundancy: how many other units of the row have a mean reference direction "
-        f"within cosine {REDUNDANCY_THRESHOLD} of its own; hierarchy score: f^T D f / |f|^2 of "
+        f"within cosine {REDUNDANCY_THRESHOLD} of its own; polysemanticity: the effective number "
+        "of label-vocabulary entries its references are nearest to; label match: share of units "
+        "whose label (nearest vocabulary entry to the mean reference direction) is the majority "
+        "class of their references; hierarchy score: f^T D f / |f|^2 of "
         "its mean activation per class (lower is more monosemantic). Mean and standard error "
         "over units.",
         label="tab:units",
@@ -479,6 +515,45 @@ def write_unit_tables(
             label="tab:sae",
         )
     return written
+
+
+def write_labels_table(
+    catalogue: Sequence[dict],
+    stem: str | Path,
+    experiment: str,
+    reference: str,
+    vocabulary: Mapping,
+) -> list[Path]:
+    """The labels table (CSV, Markdown, LaTeX at ``stem``): per group of the catalogue
+    (neurons, each clustering method at each k, each SAE), how often a unit's label is the
+    majority class of its references, and the purity, polysemanticity and clarity of its
+    units (mean and standard error)."""
+    groups = list(dict.fromkeys((record["group"], record["layer"]) for record in catalogue))
+    columns = {"label match": "label_match", "purity": "purity"}
+    columns |= {"polysemanticity": "polysemanticity", "clarity": "clarity"}
+    table = {"count": {}} | {title: {} for title in columns}
+    for group, layer in groups:
+        members = [r for r in catalogue if r["group"] == group and r["layer"] == layer]
+        name = f"{group} ({layer})"
+        table["count"][name] = len(members)
+        for title, key in columns.items():
+            values = np.asarray([float(r[key]) for r in members if r[key] is not None])
+            summary = mean_and_standard_error(values) if len(values) else (None, None)
+            table[title][name] = format_mean_se(*summary)
+    frame = pd.DataFrame(table)
+    frame.index.name = "units"
+    return write_table(
+        frame,
+        stem,
+        f"{experiment}: unit labels. A unit's label is the entry of the label vocabulary "
+        f"({vocabulary.get('entries')} {vocabulary.get('source')}) nearest to the mean "
+        f"{reference} embedding of its cropped references; label match: share of units whose "
+        "label is the majority class of their references; purity: that class's share; "
+        "polysemanticity: the effective number of vocabulary entries its references are "
+        "nearest to; clarity: mean cosine similarity between two of its references. Mean and "
+        "standard error over units.",
+        label="tab:labels",
+    )
 
 
 def plot_semantic_distances(results: dict, path) -> None:

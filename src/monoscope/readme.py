@@ -94,7 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
     results, readme = Path(options.results), Path(options.readme)
     if options.summary:
-        print(f"monoscope: the report is {results / 'report.html'}; tables in {results / 'tables'}")
+        print(
+            f"monoscope: the report is {results / 'report.zip'} (unzip it, open report.html); "
+            f"tables in {results / 'tables'}"
+        )
+        atlas = results / "atlas" / "index.html"
+        if atlas.is_file():
+            print(f"  the unit atlas: {atlas} (open it in a browser; no server needed)")
         for line in headline(results):
             print(f"  {line}")
     text = readme.read_text(encoding="utf-8")

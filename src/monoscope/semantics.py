@@ -28,6 +28,7 @@ __all__ = [
     "clarity",
     "label_units",
     "mean_directions",
+    "most_similar_directions",
     "most_similar_units",
     "polysemanticity",
     "redundancy",
@@ -171,7 +172,46 @@ def most_similar_units(embeddings: torch.Tensor, top: int = 5) -> tuple[torch.Te
     count = len(directions)
     if not 1 <= top < count:
         raise ValueError(f"top must be in [1, {count - 1}] (the other units), got {top}")
-    similarity = directions @ directions.T
-    similarity.fill_diagonal_(-torch.inf)
-    order = torch.sort(similarity, dim=1, descending=True, stable=True).indices[:, :top]
-    return order, similarity.gather(1, order)
+    return most_similar_directions(directions, top)
+
+
+def most_similar_directions(
+    directions: torch.Tensor,
+    top: int = 5,
+    families: torch.Tensor | None = None,
+    chunk: int = 1024,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``top`` units whose directions ``[U, D]`` are nearest (cosine) to each unit's.
+
+    A unit is never its own neighbour, nor is a unit of the same family (``families``
+    ``[U]``, e.g. a neuron and its virtual neurons, which share references). Rows are
+    compared ``chunk`` at a time, so memory holds ``chunk x U`` similarities, never
+    ``U x U``. Returns ``(indices [U, top], similarities [U, top])``, best first, ties in
+    index order; where fewer than ``top`` units qualify, the rest is -1 and NaN.
+    """
+    if directions.ndim != 2:
+        raise ValueError(f"expected directions [U, D], got {tuple(directions.shape)}")
+    if top < 1 or chunk < 1:
+        raise ValueError(f"top and chunk must be positive, got {top} and {chunk}")
+    count = len(directions)
+    unit = torch.nn.functional.normalize(directions.double(), dim=-1)
+    family = torch.arange(count) if families is None else torch.as_tensor(families).long()
+    if family.shape != (count,):
+        raise ValueError(
+            f"families must have one entry per unit ({count}), got {tuple(family.shape)}"
+        )
+    width = min(top, count)
+    indices = torch.full((count, top), -1, dtype=torch.int64)
+    values = torch.full((count, top), float("nan"), dtype=torch.float64)
+    for start in range(0, count, chunk):
+        rows = slice(start, min(start + chunk, count))
+        similarity = unit[rows] @ unit.T  # [chunk, U]
+        excluded = family[rows, None] == family[None, :]
+        excluded[torch.arange(similarity.shape[0]), torch.arange(rows.start, rows.stop)] = True
+        similarity = similarity.masked_fill(excluded, -torch.inf)
+        order = torch.sort(similarity, dim=1, descending=True, stable=True).indices[:, :width]
+        found = similarity.gather(1, order)
+        keep = torch.isfinite(found)
+        indices[rows, :width] = torch.where(keep, order, -1)
+        values[rows, :width] = torch.where(keep, found, float("nan"))
+    return indices, values

@@ -1,5 +1,5 @@
 """Probes of one representation under noise: one finetuning cell (rule contrastive_probe)
-or every setting of one frozen probe (rule contrastive_frozen_probes)."""
+or every setting of every frozen probe (rule contrastive_frozen_probes)."""
 
 from monoscope.config import from_mapping
 from monoscope.contrastive.data import ContrastiveDataConfig, load_contrastive_split
@@ -17,26 +17,28 @@ start_job(snakemake)
 params, wildcards = snakemake.params, snakemake.wildcards
 device = resolve_device(params.device)
 if "noise" in wildcards.keys():  # one cell
-    cells = [(wildcards.noise, wildcards.level)]
+    cells = [(wildcards.probe, wildcards.noise, wildcards.level)]
     paths = [snakemake.output.probes]
-else:  # every setting, in the order of the declared outputs
-    cells = [tuple(cell) for cell in params.settings]
+else:  # every setting of every probe, in the order of the declared outputs
+    cells = [(probe, noise, level) for probe in params.probes for noise, level in params.settings]
     paths = list(snakemake.output.probes)
 model = load_representation(snakemake.input.model, snakemake.input.get("sae"), device)
 features, classes = load_feature_sets(snakemake.input.features)
 # Images are read only where a cell needs them: finetuning, and noise on test images.
 data = from_mapping(ContrastiveDataConfig, params.data)
-finetuning = wildcards.probe == "finetune"
+finetuning = any(probe == "finetune" for probe, _, _ in cells)
 train_ds = load_contrastive_split(data, True)[0] if finetuning else None
-noisy_inputs = any(noise in ("gaussian", "uniform") for noise, _ in cells)
+noisy_inputs = any(noise in ("gaussian", "uniform") for _, noise, _ in cells)
 test_ds = load_contrastive_split(data, False)[0] if finetuning or noisy_inputs else None
 probe_config = from_mapping(LinearProbeConfig, params.linear)
 finetune = params.get("finetune")  # only the finetuning rule has it
 finetune_config = from_mapping(FinetuneConfig, finetune) if finetune else None
-for (noise, level), path in zip(cells, paths, strict=True):
+# Every probe draws from its own generators seeded from the params, so a cell's result
+# does not depend on the cells run before it in the job.
+for (probe, noise, level), path in zip(cells, paths, strict=True):
     record = probe_under_noise(
         model,
-        wildcards.probe,
+        probe,
         noise,
         float(level),
         train_ds,

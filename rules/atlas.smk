@@ -1,0 +1,93 @@
+# The unit atlas: a static HTML site of every unit of the catalogue (evaluate's
+# evaluation/catalogue.json), labelled and sortable, one page per unit; no server.
+# Its helpers: rules/helpers/atlas.smk.
+
+
+# The top test images of every active dimension of each contrastive representation, in
+# the reference embedder's space: those dimensions' units in the catalogue and the atlas.
+# One job for every representation: each takes a second after the job's start-up.
+rule embed_contrastive_references:
+    input:
+        features=expand(
+            out("contrastive/{representation}/features.safetensors"),
+            representation=CONTRASTIVE_REPRESENTATIONS,
+        ),
+        weights=embedder_weight_files(config["evaluation"]["reference"]),
+    output:
+        references=contrastive_atlas_inputs(),
+    log:
+        out("logs/embed_contrastive_references.log"),
+    benchmark:
+        out("benchmarks/embed_contrastive_references.tsv")
+    conda:
+        ENV
+    threads: config["threads"]
+    resources:
+        gpu=1,
+    params:
+        torch_threads=config["threads"],  # fixed: results depend on it
+        representations=CONTRASTIVE_REPRESENTATIONS,
+        features=[contrastive_features_of(r) for r in CONTRASTIVE_REPRESENTATIONS],
+        n=config["atlas"]["references"],
+        data=_sorted(CONTRASTIVE["data"]),
+        embedder_name=config["evaluation"]["reference"],
+        embedder=embedder_params(config["evaluation"]["reference"]),
+        device=config["device"],
+    script:
+        "../workflow/scripts/embed_contrastive_references.py"
+
+
+rule build_atlas:
+    input:
+        catalogue=out("evaluation/catalogue.json"),
+        samples=out("data/samples.csv"),
+        model=subject_model_file(),
+        references=out("references/references.safetensors"),
+        crops=gather.crops(out("crops/shards/{scatteritem}.safetensors")),
+        sae_models=sae_files("model.safetensors"),
+        sae_crops=[
+            path
+            for layer, sae in SAE_PAIRS
+            for path in gather.crops(
+                out(f"sae/{layer}/{sae}/crops/{{scatteritem}}.safetensors")
+            )
+        ],
+        # The figures of the figure neurons; not their crops figures, which show what
+        # the atlas's own crops and heatmaps show (and would triple its size).
+        virtual_figures=[path for _, _, path in virtual_neuron_figures()],
+        umaps=umap_files() if "pure" in config["clustering"]["methods"] else [],
+        contrastive=contrastive_atlas_inputs(),
+    output:
+        atlas=report(
+            directory(out("atlas")),
+            htmlindex="index.html",
+            caption="../workflow/report/atlas.rst",
+            category="Atlas",
+        ),
+        size=table_files("atlas"),
+    log:
+        out("logs/build_atlas.log"),
+    benchmark:
+        out("benchmarks/build_atlas.tsv")
+    conda:
+        ENV
+    threads: config["threads"]
+    resources:
+        gpu=1,
+    params:
+        torch_threads=config["threads"],  # fixed: results depend on it
+        atlas=section("atlas"),
+        data=section("data"),
+        model=model_params(),
+        reference_mode=config["circuits"]["references"],
+        upper_layer=config["model"]["upper_layer"],
+        saes=SAE_PAIRS,
+        figure_neurons=config["figures"]["neurons"],
+        figure_k=config["figures"]["k"],
+        virtual_figures=[
+            (method, neuron) for method, neuron, _ in virtual_neuron_figures()
+        ],
+        contrastive_data=_sorted(CONTRASTIVE["data"]),
+        device=config["device"],
+    script:
+        "../workflow/scripts/build_atlas.py"

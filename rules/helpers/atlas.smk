@@ -1,0 +1,16 @@
+# Helpers of rules/atlas.smk and of evaluate's catalogue: the contrastive branch's units.
+
+
+def contrastive_atlas_inputs():
+    """The contrastive dimensions' references, when that branch runs beside PURE."""
+    if "contrastive" not in BRANCHES or "pure" not in BRANCHES:
+        return []
+    return expand(
+        out("contrastive/{representation}/atlas_references.safetensors"),
+        representation=CONTRASTIVE_REPRESENTATIONS,
+    )
+
+
+def contrastive_features_of(representation):
+    """What a representation's dimensions are: the SAE's codes or the model's features."""
+    return "projector" if representation == "sae" else CONTRASTIVE["features"]
