@@ -6,6 +6,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -445,6 +446,7 @@ def test_the_atlas_lists_every_unit_and_opens_in_a_browser(tiny_run):
     labels = pd.read_csv(out / "tables" / "labels.csv", index_col=0)
     assert labels["count"].sum() == len(records)
     assert set(labels.columns) >= {"label match", "purity", "polysemanticity", "clarity"}
+    search_from_the_command_line(tiny_run, records)
     if chromium() is None:
         pytest.skip("Chromium is not installed (tests/install-chromium.sh); DOM checks skipped")
     check_atlas_in_browser(
@@ -463,3 +465,34 @@ def test_lint_and_format_are_clean(repo):
         text=True,
     )
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def search_from_the_command_line(tiny_run, records):
+    """`monoscope search` on the tiny run: by class (the judge's prototypes) and by an
+    image file through the judge; every match names an existing atlas page."""
+    from PIL import Image
+
+    with_class = subprocess.run(
+        [sys.executable, "-m", "monoscope", "search", "--class", "3", "--results",
+         "results/tiny", "--top", "5", "--json"],
+        cwd=tiny_run, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert with_class.returncode == 0, with_class.stderr[-2000:]
+    rows = json.loads(with_class.stdout)
+    assert len(rows) == 5 and {row["id"] for row in rows} <= {r["id"] for r in records}
+    assert all((tiny_run / row["page"]).is_file() for row in rows)
+    image = np.zeros((32, 32, 3), dtype=np.uint8)
+    image[8:24, 14:18] = 255  # a bar: something like a one
+    Image.fromarray(image).save(tiny_run / "query.png")
+    with_image = subprocess.run(
+        [sys.executable, "-m", "monoscope", "search", "--image", "query.png", "--results",
+         "results/tiny", "--top", "3"],
+        cwd=tiny_run, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert with_image.returncode == 0, with_image.stderr[-2000:]
+    assert with_image.stdout.count("results/tiny/atlas/units/") == 3
+    with_text = subprocess.run(
+        [sys.executable, "-m", "monoscope", "search", "a seven", "--results", "results/tiny"],
+        cwd=tiny_run, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert with_text.returncode == 2 and "embeds no text" in with_text.stderr

@@ -53,6 +53,16 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text))
 
 
+def neuron_id(layer: str, channel: int) -> str:
+    """The unit id (atlas page name) of a neuron."""
+    return f"{kind_label('neurons')}-{_slug(layer)}-{channel}"
+
+
+def virtual_neuron_id(method: str, k: int, layer: str, channel: int, cluster: int) -> str:
+    """The unit id of cluster ``cluster`` of a neuron's virtual neurons at ``k``."""
+    return f"{_slug(kind_label('pure', method))}-k{k}-{_slug(layer)}-{channel}-{cluster}"
+
+
 @dataclass
 class _Unit:
     record: dict
@@ -89,7 +99,7 @@ def _neuron_units(
     neurons = kind_label("neurons")
     units = []
     for row, channel in enumerate(circuits.channels.tolist()):
-        base = f"{neurons}-{_slug(layer)}-{channel}"
+        base = neuron_id(layer, channel)
         count = circuits.sample_ids.shape[1]
         units.append(
             _Unit(
@@ -121,7 +131,7 @@ def _neuron_units(
                     units.append(
                         _Unit(
                             {
-                                "id": f"{_slug(label)}-k{k}-{_slug(layer)}-{channel}-{cluster}",
+                                "id": virtual_neuron_id(method, k, layer, channel, cluster),
                                 "kind": label,
                                 "group": f"{label} k={k}",
                                 "layer": layer,

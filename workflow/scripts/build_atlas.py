@@ -20,7 +20,7 @@ from monoscope.atlas import (
     write_site,
     write_size_table,
 )
-from monoscope.catalogue import load_catalogue
+from monoscope.catalogue import load_catalogue, neuron_id, virtual_neuron_id
 from monoscope.config import from_mapping
 from monoscope.contrastive.data import ContrastiveDataConfig, load_contrastive_split
 from monoscope.crops import cut_crops, load_crops
@@ -123,17 +123,15 @@ for base, plan in tqdm(plans.items(), desc="atlas sprites", unit="unit", **progr
 # The workflow's figures, on the pages of the units they show.
 figures = defaultdict(list)
 unit_ids = {record["id"] for record in records}
-layer = params.upper_layer
-for (method, neuron), path in zip(params.virtual_figures, inputs.virtual_figures, strict=True):
-    title = f"{method} virtual neurons at k={params.figure_k}"
-    figures[f"neurons-{layer}-{neuron}"].append((title, path))
-    for cluster in range(params.figure_k):
-        figures[f"{method}-k{params.figure_k}-{layer}-{neuron}-{cluster}"].append((title, path))
-for neuron, path in zip(params.figure_neurons if inputs.umaps else [], inputs.umaps, strict=True):
-    title = f"circuits of the references, UMAP (PURE k={params.figure_k})"
-    figures[f"neurons-{layer}-{neuron}"].append((title, path))
-    for cluster in range(params.figure_k):
-        figures[f"pure-k{params.figure_k}-{layer}-{neuron}-{cluster}"].append((title, path))
+layer, k = params.upper_layer, params.figure_k
+umaps = [("pure", neuron) for neuron in params.figure_neurons] if inputs.umaps else []
+titles = [f"{method} virtual neurons at k={k}" for method, _ in params.virtual_figures]
+titles += [f"circuits of the references, UMAP (PURE k={k})"] * len(umaps)
+shown = zip(params.virtual_figures + umaps, titles, inputs.virtual_figures + inputs.umaps, strict=True)
+for (method, neuron), title, path in shown:
+    figures[neuron_id(layer, neuron)].append((title, path))
+    for cluster in range(k):
+        figures[virtual_neuron_id(method, k, layer, neuron, cluster)].append((title, path))
 figures = {unit: entries for unit, entries in figures.items() if unit in unit_ids}
 
 index = write_site(snakemake.output.atlas, catalogue, sprites, plans, figures, config)
