@@ -20,7 +20,7 @@ import yaml
 
 def library_values() -> dict[str, set]:
     """Schema enum path -> the library's allowed values (imported lazily)."""
-    from monoscope import activations, embedders, references
+    from monoscope import activations, embedders, references, vocabulary
     from monoscope.contrastive import data as contrastive_data
     from monoscope.contrastive import models as contrastive_models
     from monoscope.contrastive import pretrain, probes
@@ -46,6 +46,7 @@ def library_values() -> dict[str, set]:
         "embedders.*.pooling": set(embedders.POOLINGS),
         "embedders.*.normalize": normalize,
         "activations.pooling": set(activations.POOLINGS),
+        "labels.source": set(vocabulary.SOURCES),
         "hierarchy.kind": set(DISTANCE_KINDS),
         "contrastive.data.name": set(contrastive_data.CONTRASTIVE_SOURCES),
         "contrastive.methods.[]": set(pretrain.METHODS),

@@ -234,3 +234,19 @@ def test_reference_sets_bring_their_own_classes():
     assert len(directions) == len(records)
     families = {r["base"] for r in records if r["kind"] == "contrastive:ncl"}
     assert families == {"contrastive-ncl-projector-4", "contrastive-ncl-projector-11"}
+
+
+def test_labels_table_summarises_each_group(tmp_path):
+    from monoscope.evaluation import write_labels_table
+
+    records, _, _, _ = catalogue()
+    paths = write_labels_table(
+        records, tmp_path / "labels", "toy", "judge", {"source": "prototypes", "entries": 3}
+    )
+    table = pd.read_csv(paths[0], index_col=0, dtype=str)
+    assert list(table.index) == ["neurons (layer4)", "pure k=2 (layer4)", "sae:l1 (layer4)"]
+    assert table.loc["pure k=2 (layer4)", "count"] == "4"
+    matches = [float(r["label_match"]) for r in records if r["group"] == "pure k=2"]
+    mean, se = np.mean(matches), np.std(matches, ddof=1) / np.sqrt(len(matches))
+    assert table.loc["pure k=2 (layer4)", "label match"] == f"{mean:.3f} ± {se:.3f}"
+    assert "3 prototypes" in paths[1].read_text()

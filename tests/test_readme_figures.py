@@ -39,6 +39,8 @@ DEMO_TABLES = (
     "stability",
     "units",
     "sae",
+    "labels",
+    "atlas",
     "contrastive_representations",
     "contrastive_robustness",
     "equivariant_probes",

@@ -18,6 +18,7 @@ REAL_PHOTOS_TEST_SIZE = {
     "crops": {"size": 64},
     "embedders": {"vgg": {"image_size": 112}},
     "sae": {"max_units": 2},
+    "atlas": {"heatmaps": 2},  # each heatmap is an LRP pass through the ResNet-152
 }
 
 
@@ -56,8 +57,10 @@ def test_real_photos_experiment_runs_end_to_end(tmp_path_factory):
     embeddings, _ = load_tensors(out / "embeddings" / "vgg.safetensors")
     assert embeddings["embeddings"].shape == (12, 8, 512)
     assert torch.equal(embeddings["channels"], circuits["channels"])
-    for table in ("semantic_distances", "alignment", "purity", "units", "sae"):
+    for table in ("semantic_distances", "alignment", "purity", "units", "sae", "labels", "atlas"):
         assert (out / "tables" / f"{table}.csv").stat().st_size > 0
+    catalogue = json.loads((out / "evaluation" / "catalogue.json").read_text())
+    assert len(list((out / "atlas" / "units").glob("*.html"))) == len(catalogue["units"])
 
     report = snakemake(
         workdir, "--cores", "1", "--report", "report.zip", "--configfile", *configs, timeout=300

@@ -202,7 +202,8 @@ def evaluate_pure(
 
 
 PURE_TABLES = ("semantic_distances", "alignment", "purity", "stability")
-UNIT_TABLES = ("units", "sae", "labels")
+UNIT_TABLES = ("units", "sae")
+CATALOGUE_TABLES = ("labels",)  # from the catalogue (monoscope.catalogue): write_labels_table
 
 
 def write_pure_tables(

@@ -40,7 +40,7 @@ config = from_mapping(AtlasConfig, params.atlas)
 size = config.thumbnail
 catalogue = load_catalogue(inputs.catalogue)
 records = catalogue["units"]
-plans = plan_sprites(records, config)
+plans = plan_sprites(records, config, heatmap_k=params.figure_k)
 dataset = open_dataset(from_mapping(DataConfig, params.data), inputs.samples)
 model = load_model(from_mapping(ModelConfig, params.model), device)
 references, _ = load_references(inputs.references)
@@ -127,7 +127,9 @@ layer, k = params.upper_layer, params.figure_k
 umaps = [("pure", neuron) for neuron in params.figure_neurons] if inputs.umaps else []
 titles = [f"{method} virtual neurons at k={k}" for method, _ in params.virtual_figures]
 titles += [f"circuits of the references, UMAP (PURE k={k})"] * len(umaps)
-shown = zip(params.virtual_figures + umaps, titles, inputs.virtual_figures + inputs.umaps, strict=True)
+shown = zip(
+    params.virtual_figures + umaps, titles, inputs.virtual_figures + inputs.umaps, strict=True
+)
 for (method, neuron), title, path in shown:
     figures[neuron_id(layer, neuron)].append((title, path))
     for cluster in range(k):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from monoscope.catalogue import ReferenceSet, build_catalogue, save_catalogue
 from monoscope.evaluation import (
+    CATALOGUE_TABLES,
     PURE_TABLES,
     UNIT_TABLES,
     evaluate,
@@ -89,7 +90,7 @@ results = evaluate(
     catalogue=units,
 )
 results["sae"] = [{k: v for k, v in m.items() if k != "units"} for m in sae_metrics]
-tables = [name for name in PURE_TABLES + UNIT_TABLES if name in output.keys()]
+tables = [name for name in PURE_TABLES + UNIT_TABLES + CATALOGUE_TABLES if name in output.keys()]
 stems = {name: stem(name) for name in tables}
 written = write_pure_tables(results, stems, params.experiment)
 written += write_unit_tables(results["units"], results["sae"], stems, params.experiment, reference)
