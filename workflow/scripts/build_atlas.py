@@ -23,7 +23,7 @@ from monoscope.atlas import (
 from monoscope.catalogue import load_catalogue, neuron_id, virtual_neuron_id
 from monoscope.config import from_mapping
 from monoscope.contrastive.data import ContrastiveDataConfig, load_contrastive_split
-from monoscope.crops import cut_crops, load_crops
+from monoscope.crops import crop_bytes, crop_images, load_crops
 from monoscope.data import DataConfig, open_dataset
 from monoscope.device import resolve_device
 from monoscope.logs import progress_kwargs, start_job
@@ -101,7 +101,8 @@ for base, plan in tqdm(plans.items(), desc="atlas sprites", unit="unit", **progr
         boxes = all_boxes[unit]
     rows = np.asarray(dataset.position_of(sample_ids.numpy())).reshape(-1)
     images = torch.stack([dataset[int(row)][0] for row in rows])
-    crops = cut_crops(dataset, sample_ids, boxes[slots], size).permute(0, 2, 3, 1).numpy()
+    # The images are loaded already: crop them here rather than reload them (cut_crops).
+    crops = crop_bytes(crop_images(images, boxes[slots], size)).permute(0, 2, 3, 1).numpy()
     small = thumbnails(images)
     heated = [plan.column(slot) for slot in plan.heatmap_slots]
     heatmaps = {}
