@@ -33,6 +33,37 @@ def test_torchvision_imports_and_runs_after_the_adapter():
     assert result.stdout.strip().endswith("4.0")
 
 
+def test_torchvision_import_leaves_dynamo_unimported_until_it_is_needed():
+    result = run_python(
+        "import sys, time, torch, monoscope\n"
+        "start = time.perf_counter()\n"
+        "import torchvision, torchvision.models\n"
+        "seconds = time.perf_counter() - start\n"
+        "loaded = 'torch._dynamo' in sys.modules or 'torch._dynamo.utils' in sys.modules\n"
+        "from torchvision.ops import roi_align\n"
+        "deferred = sys.modules['torchvision.ops.roi_align'].is_compile_supported\n"
+        "import torch._dynamo.utils as real\n"
+        "print(loaded, deferred('cpu') == real.is_compile_supported('cpu'),\n"
+        "      deferred is not real.is_compile_supported, real.__file__.endswith('utils.py'),\n"
+        "      torch.compile(lambda x: 2 * x)(torch.ones(2)).tolist() == [2.0, 2.0])\n"
+    )
+    assert result.returncode == 0, result.stderr
+    # Dynamo stayed out; the stand-in forwards to torch's own function; afterwards the
+    # real torch._dynamo imports and torch.compile works.
+    assert result.stdout.split() == ["False", "True", "True", "True", "True"]
+
+
+def test_dynamo_deferral_is_skipped_where_dynamo_is_already_imported():
+    result = run_python(
+        "import sys, torch._dynamo.utils as real, monoscope\n"
+        "import torchvision.ops.roi_align\n"
+        "print(sys.modules['torchvision.ops.roi_align'].is_compile_supported is "
+        "real.is_compile_supported, monoscope.compat.defer_torchvision_dynamo_import())\n"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "False"]
+
+
 def test_adapter_is_idempotent_and_skipped_once_torchvision_is_imported():
     result = run_python(
         "import monoscope.compat as c\n"

@@ -37,6 +37,18 @@ def digits_table():
     return config, table, classes
 
 
+def test_digits_read_from_the_file_equal_scikit_learns_loader():
+    from sklearn.datasets import load_digits
+
+    from monoscope.data import load_digits_arrays
+
+    images, labels = load_digits_arrays()
+    digits = load_digits()
+    np.testing.assert_array_equal(images, digits.images)
+    np.testing.assert_array_equal(labels, digits.target)
+    assert labels.dtype == np.int64 and images.shape == (N_DIGITS, 8, 8)
+
+
 # --------------------------------------------------------------------------- config
 
 

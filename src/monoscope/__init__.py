@@ -4,8 +4,9 @@ Importing the package applies the compatibility adapters that must run before th
 first ``import torchvision`` (see :mod:`monoscope.compat`).
 """
 
-from monoscope.compat import ensure_torchvision_importable
+from monoscope.compat import defer_torchvision_dynamo_import, ensure_torchvision_importable
 
 ensure_torchvision_importable()
+defer_torchvision_dynamo_import()
 
 __version__ = "0.1.0"

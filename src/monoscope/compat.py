@@ -10,13 +10,26 @@
    process (duplicate registration is a C++ error), so we only define them after the
    library demonstrably failed to load.
 
-2. zennit-crp 0.6.0 on numpy 2: ``crp.helper.load_stat_targets`` calls ``np.int``,
+2. torchvision's start-up cost: ``torchvision.ops.roi_align`` runs
+   ``from torch._dynamo.utils import is_compile_supported`` at import time, and that one
+   line imports all of TorchDynamo (1.4 s of the 1.7 s ``import torchvision`` takes on
+   2 cores), although the function is only called when ``roi_align`` itself runs, which
+   monoscope never does. Every Snakemake job that builds a model imports torchvision
+   (zennit's canonizers match its blocks), so the demo paid it ~70 times. While
+   torchvision is being imported we hand it a stand-in ``torch._dynamo.utils`` whose
+   ``is_compile_supported`` imports the real one on its first call; the stand-in leaves
+   ``sys.modules`` as soon as torchvision is in, so any later ``import torch._dynamo``
+   (``torch.compile``) loads the real package.
+
+3. zennit-crp 0.6.0 on numpy 2: ``crp.helper.load_stat_targets`` calls ``np.int``,
    which numpy 2 removed. We hand ``crp.helper`` a numpy proxy that has ``int``; the
    global numpy module is left untouched.
 """
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
 import importlib.util
 import logging
 import sys
@@ -91,6 +104,65 @@ def ensure_torchvision_importable() -> bool:
         library.define(schema)
     _TORCHVISION_SCHEMAS = library
     log.info("torchvision's compiled ops do not load here; defined nms/qnms schemas instead")
+    return True
+
+
+def _real_is_compile_supported(device_type):
+    """torch's ``is_compile_supported``, imported on the first call (adapter 2)."""
+    from torch._dynamo.utils import is_compile_supported
+
+    return is_compile_supported(device_type)
+
+
+class _TorchvisionLoader:
+    """Wraps torchvision's own loader: runs its ``exec_module`` with the stand-in in place."""
+
+    _DYNAMO_UTILS = "torch._dynamo.utils"
+
+    def __init__(self, loader) -> None:
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        if "torch._dynamo" in sys.modules:  # already paid for: nothing to save
+            return self.loader.exec_module(module)
+        stand_in = types.ModuleType(self._DYNAMO_UTILS)
+        stand_in.is_compile_supported = _real_is_compile_supported
+        sys.modules[self._DYNAMO_UTILS] = stand_in
+        try:
+            self.loader.exec_module(module)
+        finally:
+            if sys.modules.get(self._DYNAMO_UTILS) is stand_in:
+                del sys.modules[self._DYNAMO_UTILS]
+
+    def __getattr__(self, name: str):  # get_resource_reader, is_package, ...
+        return getattr(self.loader, name)
+
+
+class TorchvisionWithoutDynamo(importlib.abc.MetaPathFinder):
+    """Finds ``torchvision`` as usual and loads it with :class:`_TorchvisionLoader`."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "torchvision":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _TorchvisionLoader(spec.loader)
+        return spec
+
+
+def defer_torchvision_dynamo_import() -> bool:
+    """Install :class:`TorchvisionWithoutDynamo` once, before torchvision is imported.
+
+    Returns ``True`` when it was installed now.
+    """
+    if "torchvision" in sys.modules:
+        return False
+    if any(isinstance(finder, TorchvisionWithoutDynamo) for finder in sys.meta_path):
+        return False
+    sys.meta_path.insert(0, TorchvisionWithoutDynamo())
     return True
 
 

@@ -74,16 +74,38 @@ class DataConfig:
 # --------------------------------------------------------------------------- sources
 
 
+def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as ``(images [1797, 8, 8] float64 in 0..16, labels int64)``.
+
+    Read straight from the ``digits.csv.gz`` that scikit-learn ships, found without
+    importing scikit-learn: ``import sklearn.datasets`` costs about 1 s, and every job
+    that opens the demo data set would pay it only to parse this file (as
+    ``sklearn.datasets.load_digits`` does: 64 pixel columns, then the label). Falls back
+    to ``load_digits`` where the file is not at that place.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    locations = spec.submodule_search_locations if spec is not None else None
+    for location in locations or ():
+        path = Path(location) / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            table = np.loadtxt(path, delimiter=",")
+            return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return digits.images, digits.target.astype(np.int64)
+
+
 class DigitsSource:
     """scikit-learn's 1797 handwritten digits (8x8, values 0..16), upsampled bilinearly."""
 
     def __init__(self, config: DataConfig) -> None:
-        from sklearn.datasets import load_digits
-
-        digits = load_digits()
+        images, labels = load_digits_arrays()
         self.config = config
-        self.images = torch.from_numpy(digits.images.astype(np.float32) / 16.0)  # [N, 8, 8]
-        self.labels = digits.target.astype(np.int64)
+        self.images = torch.from_numpy(images.astype(np.float32) / 16.0)  # [N, 8, 8]
+        self.labels = labels
         self.classes = [str(digit) for digit in range(10)]
 
     def list_samples(self) -> pd.DataFrame:
