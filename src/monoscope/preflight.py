@@ -34,7 +34,8 @@ class ConfigError(ValueError):
 
 
 def model_skeleton(model: Mapping[str, Any], demo: Mapping[str, Any] | None = None) -> SubjectModel:
-    """The subject model of a config's ``model`` section on the meta device.
+    """The subject model of a config's ``model`` section on the meta device (the small
+    demo network on the CPU).
 
     Weights are never read: the skeleton has the architecture's layers and shapes only.
     For ``demo_cnn`` the widths come from the ``demo`` section (the trained file does not
@@ -46,8 +47,10 @@ def model_skeleton(model: Mapping[str, Any], demo: Mapping[str, Any] | None = No
         from monoscope.models.demo import DemoCNN
 
         widths = (demo or {}).get("widths", (16, 32, 32, 8))
-        with torch.device("meta"):
-            net = DemoCNN(widths=widths)
+        # On the CPU, not the meta device: the demo network's few thousand weights cost
+        # nothing to initialise, and the first forward pass on the meta device imports
+        # torch's symbolic-shape machinery (sympy; about 1.2 s of every DAG build).
+        net = DemoCNN(widths=widths)
         return SubjectModel(name, net.eval(), (0.0,), (1.0,))
     config = ModelConfig(name, "random")
     quiet = logging.getLogger("monoscope.models.registry")
@@ -88,7 +91,8 @@ def check_layers(skeleton: SubjectModel, layers: Iterable[tuple[str, str]]) -> N
 
 
 def channel_counts(skeleton: SubjectModel, layers: Iterable[str], image_size: int) -> dict:
-    """Channels of each layer's output, from one forward pass of a meta image."""
+    """Channels of each layer's output, from one forward pass of a blank image on the
+    skeleton's device."""
     return layer_channels(skeleton, list(dict.fromkeys(layers)), image_size)
 
 
