@@ -41,10 +41,7 @@ rule build_atlas:
     input:
         catalogue=out("evaluation/catalogue.json"),
         samples=out("data/samples.csv"),
-        model=subject_model_file(),
-        references=out("references/references.safetensors"),
         crops=gather.crops(out("crops/shards/{scatteritem}.safetensors")),
-        sae_models=sae_files("model.safetensors"),
         sae_crops=[
             path
             for layer, sae in SAE_PAIRS
@@ -72,22 +69,16 @@ rule build_atlas:
     conda:
         ENV
     threads: config["threads"]
-    resources:
-        gpu=1,
     params:
         torch_threads=config["threads"],  # fixed: results depend on it
         atlas=section("atlas"),
         data=section("data"),
-        model=model_params(),
-        reference_mode=config["circuits"]["references"],
         upper_layer=config["model"]["upper_layer"],
-        saes=SAE_PAIRS,
         figure_neurons=config["figures"]["neurons"],
         figure_k=config["figures"]["k"],
         virtual_figures=[
             (method, neuron) for method, neuron, _ in virtual_neuron_figures()
         ],
         contrastive_data=_sorted(CONTRASTIVE["data"]),
-        device=config["device"],
     script:
         "../workflow/scripts/build_atlas.py"

@@ -28,6 +28,7 @@ rule render_crops:
         reference_mode=config["circuits"]["references"],
         neurons=config["neurons"],
         crops=section("crops", exclude=("shards", "size")),
+        heatmap_size=crop_heatmap_size(),
         device=config["device"],
     script:
         "../workflow/scripts/render_crops.py"

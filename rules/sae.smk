@@ -116,6 +116,7 @@ rule render_sae_crops:
         data=section("data"),
         model=model_params(),
         crops=section("crops", exclude=("shards", "size")),
+        heatmap_size=crop_heatmap_size(),
         device=config["device"],
     script:
         "../workflow/scripts/render_sae_crops.py"

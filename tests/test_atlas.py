@@ -42,11 +42,8 @@ def test_sprite_plans_hold_the_shown_references_of_a_family():
     assert plans["n"].slots == [0, 1, 2, 3]  # n: 0, 1; v0: 1, 3; v1: 0, 2
     assert plans["n"].heatmap_slots == [0, 1]
     assert plans["f"].slots == [0, 1] and plans["n"].column(3) == 3
-    # Only virtual neurons at heatmap_k add heatmaps of their own.
-    records[1] |= {"k": 2}
-    records[2] |= {"k": 3}
-    plans = plan_sprites(records, AtlasConfig(references=2, heatmaps=2), heatmap_k=2)
-    assert plans["n"].heatmap_slots == [0, 1, 3]  # n: 0, 1; v0 (k=2): 1, 3; not v1 (k=3)
+    plans = plan_sprites(records, AtlasConfig(references=2, heatmaps=2))
+    assert plans["n"].heatmap_slots == [0, 1, 2, 3]  # every unit's first two
 
 
 def test_heatmap_colours_and_overlay():

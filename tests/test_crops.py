@@ -283,6 +283,46 @@ def test_render_crops_shapes_and_agreement_with_the_parts(random_demo, toy_refer
     assert torch.equal(crops[1, 3], want)  # the same image at the same box
 
 
+def test_heatmap_thumbnails_are_block_means_scaled_to_127():
+    from monoscope.crops import heatmap_thumbnails
+
+    heat = torch.zeros(2, 4, 4)
+    heat[0, :2, :2] = 4.0  # top-left block mean 4
+    heat[0, 2:, 2:] = torch.tensor([[-1.0, -1.0], [-1.0, -5.0]])  # mean -2
+    small = heat[:, None].reshape(2, 2, 2, 2, 2).mean(dim=(2, 4))  # numpy-free block means
+    assert torch.allclose(small[0], torch.tensor([[4.0, 0.0], [0.0, -2.0]]))
+    thumbnails = heatmap_thumbnails(heat, 2)
+    assert thumbnails.dtype == torch.int8
+    assert thumbnails[0].tolist() == [[127, 0], [0, -64]]  # -2/4 * 127 = -63.5 -> -64
+    assert thumbnails[1].tolist() == [[0, 0], [0, 0]]  # an all-zero map stays zero
+
+
+def test_render_crops_keep_the_heatmap_thumbnails_of_every_reference(
+    random_demo, toy_references, tmp_path
+):
+    from monoscope.crops import heatmap_thumbnails, load_crops, save_crops
+
+    dataset, references = toy_references
+    channels = [6, 1]
+    units = Neurons(random_demo, "layer4")
+    plain = render_crops(units, dataset, references, channels, CropConfig(batch_size=3))
+    kept = render_crops(
+        units, dataset, references, channels, CropConfig(batch_size=3, heatmap_size=8)
+    )
+    assert torch.equal(plain["boxes"], kept["boxes"])  # the thumbnails change nothing else
+    assert kept["heatmaps"].shape == (2, 5, 8, 8) and kept["heatmaps"].dtype == torch.int8
+    # Row (channel 1, reference 3) from the parts.
+    sample_id, position = references.sample_ids[1, 3], references.positions[1, 3]
+    image = dataset.images[(sample_id - 100) // 3][None]
+    heat = position_heatmaps(random_demo, image, "layer4", torch.tensor([1]), position[None])
+    assert torch.equal(kept["heatmaps"][1, 3], heatmap_thumbnails(heat, 8)[0])
+    save_crops(tmp_path / "crops.safetensors", kept, {"layer": "layer4"})
+    loaded, _ = load_crops(tmp_path / "crops.safetensors")
+    assert torch.equal(loaded["heatmaps"], kept["heatmaps"])
+    save_crops(tmp_path / "plain.safetensors", plain, {"layer": "layer4"})
+    assert "heatmaps" not in load_crops(tmp_path / "plain.safetensors")[0]
+
+
 def test_render_crops_do_not_depend_on_the_batch_size(random_demo, toy_references):
     dataset, references = toy_references
     channels = list(range(references.n_channels))

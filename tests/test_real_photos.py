@@ -18,7 +18,6 @@ REAL_PHOTOS_TEST_SIZE = {
     "crops": {"size": 64},
     "embedders": {"vgg": {"image_size": 112}},
     "sae": {"max_units": 2},
-    "atlas": {"heatmaps": 2},  # each heatmap is an LRP pass through the ResNet-152
 }
 
 

@@ -14,3 +14,10 @@ def contrastive_atlas_inputs():
 def contrastive_features_of(representation):
     """What a representation's dimensions are: the SAE's codes or the model's features."""
     return "projector" if representation == "sae" else CONTRASTIVE["features"]
+
+
+def crop_heatmap_size():
+    """Side of the heatmap thumbnails the crop jobs keep for the atlas (0: none), so that
+    build_atlas needs no LRP pass of its own."""
+    atlas = config["atlas"]
+    return atlas["thumbnail"] if atlas["heatmaps"] else 0

@@ -87,23 +87,19 @@ class SpritePlan:
         return self.slots.index(slot)
 
 
-def plan_sprites(
-    records: Sequence[Mapping], config: AtlasConfig, heatmap_k: int | None = None
-) -> dict[str, SpritePlan]:
+def plan_sprites(records: Sequence[Mapping], config: AtlasConfig) -> dict[str, SpritePlan]:
     """One :class:`SpritePlan` per family (``base`` id): the first ``config.references``
     slots of each of its units, and the first ``config.heatmaps`` of those for heatmaps.
 
-    Each heatmap is an LRP pass, as costly as a reference's crop: with ``heatmap_k``,
-    only the virtual neurons at that k (the figures' k) add heatmaps of their own; those
-    at other k show the family's heatmaps that their references have.
+    The heatmaps cost nothing here: the crop jobs keep a thumbnail of every reference's
+    heatmap (:attr:`monoscope.crops.CropConfig.heatmap_size`).
     """
     shown: dict[str, set[int]] = {}
     heated: dict[str, set[int]] = {}
     for record in records:
         slots = list(record["slots"])[: config.references]
         shown.setdefault(record["base"], set()).update(slots)
-        own = heatmap_k is None or record.get("k") is None or record["k"] == heatmap_k
-        heated.setdefault(record["base"], set()).update(slots[: config.heatmaps] if own else ())
+        heated.setdefault(record["base"], set()).update(slots[: config.heatmaps])
     return {base: SpritePlan(sorted(shown[base]), sorted(heated[base])) for base in sorted(shown)}
 
 

@@ -43,6 +43,7 @@ from typing import Protocol
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from monoscope.io import load_tensors, save_tensors
@@ -70,6 +71,7 @@ class HeatmapUnits(Protocol):
 log = logging.getLogger(__name__)
 
 CROP_KEYS = ("boxes", "channels", "sample_ids")
+OPTIONAL_CROP_KEYS = ("heatmaps",)  # CropConfig.heatmap_size
 
 
 @dataclass(frozen=True)
@@ -86,12 +88,16 @@ class CropConfig:
     threshold : share of the heatmap's maximum absolute value a pixel must exceed to
         belong to the box.
     batch_size : (channel, sample) rows per CRP call.
+    heatmap_size : side of a thumbnail of each reference's heatmap kept in the crops file
+        (:func:`heatmap_thumbnails`; the atlas shows them, so that it needs no LRP pass of
+        its own); 0 keeps none. Each costs ``heatmap_size ** 2`` bytes.
     """
 
     size: int = 64
     blur_kernel: int = 5
     threshold: float = 0.02
     batch_size: int = 32
+    heatmap_size: int = 0
 
     def __post_init__(self) -> None:
         if self.size < 1:
@@ -104,6 +110,8 @@ class CropConfig:
             raise ValueError(f"crops.threshold must be in [0, 1), got {self.threshold}")
         if self.batch_size < 1:
             raise ValueError(f"crops.batch_size must be positive, got {self.batch_size}")
+        if self.heatmap_size < 0:
+            raise ValueError(f"crops.heatmap_size must be non-negative, got {self.heatmap_size}")
 
 
 # --------------------------------------------------------------------------- heatmaps
@@ -232,6 +240,19 @@ def _drop_new_forward_hooks_on_error(net: torch.nn.Module) -> Iterator[None]:
 # --------------------------------------------------------------------------- boxes
 
 
+def heatmap_thumbnails(heatmaps: torch.Tensor, size: int) -> torch.Tensor:
+    """Heatmaps ``[B, H, W]`` as int8 thumbnails ``[B, size, size]``: area-averaged, then
+    scaled so that each map's largest absolute value is 127 (all zeros stay zeros).
+
+    Heatmaps are shown scaled by their own maximum (:func:`monoscope.atlas.heatmap_colours`),
+    so one signed byte per pixel keeps what a figure shows.
+    """
+    small = F.interpolate(heatmaps[:, None].float(), size=(size, size), mode="area")[:, 0]
+    scale = small.abs().amax(dim=(1, 2), keepdim=True)
+    scaled = torch.where(scale > 0, small / scale.clamp_min(torch.finfo(small.dtype).tiny), 0.0)
+    return (scaled * 127).round().to(torch.int8)
+
+
 def square_boxes(
     heatmaps: torch.Tensor, blur_kernel: int = 5, threshold: float = 0.02
 ) -> torch.Tensor:
@@ -336,9 +357,10 @@ def render_crops(
     Returns
     -------
     ``{"boxes": int64 [U, N, 3] (top, left, side in the dataset's image pixels),
-    "channels": int64 [U] (the unit indices), "sample_ids": int64 [U, N]}``;
-    :func:`cut_crops` and :func:`iter_crops` cut the crops themselves (``config.size``)
-    from the data set.
+    "channels": int64 [U] (the unit indices), "sample_ids": int64 [U, N]}``, and with
+    ``config.heatmap_size`` the heatmaps' thumbnails ``"heatmaps": int8 [U, N, s, s]``
+    (:func:`heatmap_thumbnails`); :func:`cut_crops` and :func:`iter_crops` cut the crops
+    themselves (``config.size``) from the data set.
     """
     device = torch.device(device)
     layer = units.layer
@@ -365,6 +387,8 @@ def render_crops(
 
     rows = len(row_ids)
     boxes = torch.zeros((rows, 3), dtype=torch.int64)
+    side = config.heatmap_size
+    thumbnails = torch.zeros((rows, side, side), dtype=torch.int8) if side else None
     starts = range(0, rows, config.batch_size)
     progress = tqdm(
         starts,
@@ -380,23 +404,31 @@ def render_crops(
         heatmaps = units.heatmaps(
             images, row_units[batch], row_positions[batch], tuple(references.spatial_shape)
         )
-        boxes[batch] = square_boxes(heatmaps.cpu(), config.blur_kernel, config.threshold)
-    return {
+        heatmaps = heatmaps.cpu()
+        boxes[batch] = square_boxes(heatmaps, config.blur_kernel, config.threshold)
+        if thumbnails is not None:
+            thumbnails[batch] = heatmap_thumbnails(heatmaps, side)
+    crops = {
         "boxes": boxes.reshape(n_units, n_refs, 3),
         "channels": indices.clone(),
         "sample_ids": sample_ids.clone(),
     }
+    if thumbnails is not None:
+        crops["heatmaps"] = thumbnails.reshape(n_units, n_refs, side, side)
+    return crops
 
 
 # --------------------------------------------------------------------------- files
 
 
 def save_crops(path: str | os.PathLike, crops: dict[str, torch.Tensor], metadata: dict) -> None:
-    """One safetensors file with the tensors of :func:`render_crops` and ``metadata``."""
+    """One safetensors file with the tensors of :func:`render_crops` (the optional
+    ``heatmaps`` included) and ``metadata``."""
     missing = [key for key in CROP_KEYS if key not in crops]
     if missing:
         raise ValueError(f"crops lack {missing}; expected the keys {list(CROP_KEYS)}")
-    save_tensors(path, {key: crops[key] for key in CROP_KEYS}, metadata=metadata)
+    keys = CROP_KEYS + tuple(key for key in OPTIONAL_CROP_KEYS if key in crops)
+    save_tensors(path, {key: crops[key] for key in keys}, metadata=metadata)
 
 
 def load_crops(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:

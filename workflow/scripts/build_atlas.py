@@ -25,47 +25,45 @@ from monoscope.config import from_mapping
 from monoscope.contrastive.data import ContrastiveDataConfig, load_contrastive_split
 from monoscope.crops import crop_bytes, crop_images, load_crops
 from monoscope.data import DataConfig, open_dataset
-from monoscope.device import resolve_device
 from monoscope.logs import progress_kwargs, start_job
-from monoscope.models import ModelConfig, load_model
-from monoscope.references import load_references
-from monoscope.sae import load_sae
-from monoscope.units import Neurons, SAEFeatures, kind_label
+from monoscope.units import kind_label
 
 start_job(snakemake)
 log = logging.getLogger("build_atlas")
 params, inputs = snakemake.params, snakemake.input
-device = resolve_device(params.device)
 config = from_mapping(AtlasConfig, params.atlas)
 size = config.thumbnail
 catalogue = load_catalogue(inputs.catalogue)
 records = catalogue["units"]
-plans = plan_sprites(records, config, heatmap_k=params.figure_k)
+plans = plan_sprites(records, config)
 dataset = open_dataset(from_mapping(DataConfig, params.data), inputs.samples)
-model = load_model(from_mapping(ModelConfig, params.model), device)
-references, _ = load_references(inputs.references)
-top = references[(params.reference_mode, params.upper_layer)]
 
 
-def boxes_by_row(paths):
-    """Each unit's crop boxes ``[N, 3]`` by unit index, from the crop shards ``paths``."""
-    boxes = {}
+def crops_by_unit(paths):
+    """Each unit's crop boxes ``[N, 3]`` and heatmap thumbnails ``[N, s, s]`` (``None``
+    when the crop jobs kept none) by unit index, from the crop shards ``paths``."""
+    units = {}
     for path in paths:
         crops, _ = load_crops(path)
+        maps = crops.get("heatmaps")
+        if maps is None and config.heatmaps:
+            raise ValueError(
+                f"{path} holds no heatmap thumbnails, but atlas.heatmaps is "
+                f"{config.heatmaps}; rerun its crop job (its heatmap_size param is set "
+                "from atlas.thumbnail)"
+            )
         for row, unit in enumerate(crops["channels"].tolist()):
-            boxes[unit] = crops["boxes"][row]
-    return boxes
+            units[unit] = (crops["boxes"][row], None if maps is None else maps[row])
+    return units
 
 
-# Each family's unit kind (its heatmaps) and boxes: neurons, then every SAE's features.
-neuron_boxes = boxes_by_row(inputs.crops)
-neurons = Neurons(model, params.upper_layer)
-saes = {}
-for (layer, name), sae_path in zip(params.saes, inputs.sae_models, strict=True):
-    folder = Path(sae_path).parent
-    shards = [path for path in inputs.sae_crops if Path(path).parent.parent == folder]
-    features = SAEFeatures(model, layer, load_sae(sae_path).to(device), name)
-    saes[(kind_label("sae", name), layer)] = (features, boxes_by_row(shards))
+# Each family's crops: neurons, then every SAE's features (.../sae/<layer>/<sae>/crops/).
+neuron_crops = crops_by_unit(inputs.crops)
+sae_shards = defaultdict(list)
+for path in inputs.sae_crops:
+    folder = Path(path).parent.parent
+    sae_shards[(kind_label("sae", folder.name), folder.parent.name)].append(path)
+sae_crops = {key: crops_by_unit(paths) for key, paths in sae_shards.items()}
 
 
 def thumbnails(images: torch.Tensor) -> np.ndarray:
@@ -93,31 +91,22 @@ for base, plan in tqdm(plans.items(), desc="atlas sprites", unit="unit", **progr
         sprites[base] = sprite_array(small, None, {}, size)  # whole images: one row
         continue
     if record.get("feature") is None:
-        unit, boxes, kind = record["neuron"], neuron_boxes[record["neuron"]], neurons
-        positions = top.positions[unit, slots]
+        boxes, maps = neuron_crops[record["neuron"]]
     else:
-        kind, all_boxes = saes[(record["kind"], record["layer"])]
-        unit, positions = record["feature"], None
-        boxes = all_boxes[unit]
+        boxes, maps = sae_crops[(record["kind"], record["layer"])][record["feature"]]
     rows = np.asarray(dataset.position_of(sample_ids.numpy())).reshape(-1)
     images = torch.stack([dataset[int(row)][0] for row in rows])
     # The images are loaded already: crop them here rather than reload them (cut_crops).
     crops = crop_bytes(crop_images(images, boxes[slots], size)).permute(0, 2, 3, 1).numpy()
     small = thumbnails(images)
-    heated = [plan.column(slot) for slot in plan.heatmap_slots]
     heatmaps = {}
-    if heated:
-        chosen = torch.tensor(heated)
-        maps = kind.heatmaps(
-            images[chosen].to(device),
-            torch.full((len(chosen),), unit, dtype=torch.int64),
-            None if positions is None else positions[chosen],
-            tuple(top.spatial_shape) if positions is not None else None,
-        )
-        maps = F.interpolate(maps[:, None].float().cpu(), size=(size, size), mode="area")[:, 0]
+    if plan.heatmap_slots:
+        chosen = maps[torch.tensor(plan.heatmap_slots)].float()
+        if chosen.shape[-1] != size:  # kept at another thumbnail size
+            chosen = F.interpolate(chosen[:, None], size=(size, size), mode="area")[:, 0]
         heatmaps = {
-            column: overlay(small[column], heatmap_colours(heatmap.numpy()))
-            for column, heatmap in zip(heated, maps, strict=True)
+            plan.column(slot): overlay(small[plan.column(slot)], heatmap_colours(heatmap.numpy()))
+            for slot, heatmap in zip(plan.heatmap_slots, chosen, strict=True)
         }
     sprites[base] = sprite_array(small, crops, heatmaps, size)
 

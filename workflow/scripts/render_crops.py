@@ -19,7 +19,7 @@ crops = render_crops(
     open_dataset(from_mapping(DataConfig, params.data), snakemake.input.samples),
     part.top,
     part.channels,
-    from_mapping(CropConfig, params.crops),
+    from_mapping(CropConfig, params.crops, heatmap_size=params.heatmap_size),
     device,
 )
 save_crops(snakemake.output.crops, crops, {"layer": params.upper_layer} | part.metadata())

@@ -26,7 +26,7 @@ crops = render_crops(
     open_dataset(from_mapping(DataConfig, params.data), snakemake.input.samples),
     references[("sae", layer)],
     chosen,
-    from_mapping(CropConfig, params.crops),
+    from_mapping(CropConfig, params.crops, heatmap_size=params.heatmap_size),
     device,
 )
 save_crops(output, crops, {"layer": layer, "shard": shard, "shards": shards})
