@@ -5,7 +5,7 @@
    ``operator torchvision::nms does not exist`` because its Python side registers
    fake kernels for ops whose schemas were never defined. Defining the two schemas
    (``nms`` and ``qnms``) before the first import makes everything monoscope uses work
-   (models, transforms, ``roi_align``); only ``torchvision.ops.nms`` stays unavailable.
+   (models, transforms); only ``torchvision.ops.nms`` stays unavailable.
    Where the compiled ops do load, defining the schemas again would abort the whole
    process (duplicate registration is a C++ error), so we only define them after the
    library demonstrably failed to load.
@@ -21,7 +21,13 @@
    ``sys.modules`` as soon as torchvision is in, so any later ``import torch._dynamo``
    (``torch.compile``) loads the real package.
 
-3. zennit-crp 0.6.0 on numpy 2: ``crp.helper.load_stat_targets`` calls ``np.int``,
+3. umap-learn compiles its numba kernels in every process (about 12 s on 2 cores, most
+   of a circuit UMAP figure's job) because it does not ask numba to cache them.
+   :func:`cache_umap_compilation` turns numba's on-disk cache on for those kernels
+   before their first call, so only the first process on a machine compiles; the cache
+   is keyed on umap's source files and gives the same results.
+
+4. zennit-crp 0.6.0 on numpy 2: ``crp.helper.load_stat_targets`` calls ``np.int``,
    which numpy 2 removed. We hand ``crp.helper`` a numpy proxy that has ``int``; the
    global numpy module is left untouched.
 """
@@ -164,6 +170,40 @@ def defer_torchvision_dynamo_import() -> bool:
         return False
     sys.meta_path.insert(0, TorchvisionWithoutDynamo())
     return True
+
+
+UMAP_MODULES = ("umap.umap_", "umap.layouts", "umap.utils", "umap.spectral", "umap.distances")
+
+
+def cache_umap_compilation() -> int:
+    """Turn on numba's disk cache for umap-learn's jitted kernels (adapter 3).
+
+    Returns how many kernels it turned on now (0 when done before or not possible).
+    Only a speed-up: anything unexpected in numba's or umap's internals leaves the
+    kernels as they were.
+    """
+    try:
+        from numba.core.caching import NullCache
+        from numba.core.dispatcher import Dispatcher
+    except ImportError:
+        return 0
+    turned_on = 0
+    for name in UMAP_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        for value in list(vars(module).values()):
+            if isinstance(value, Dispatcher) and isinstance(
+                getattr(value, "_cache", None), NullCache
+            ):
+                try:
+                    value.enable_caching()
+                except Exception as error:  # noqa: BLE001 (a speed-up never breaks a figure)
+                    log.debug("numba cache not enabled for %s: %s", value, error)
+                    continue
+                turned_on += 1
+    return turned_on
 
 
 class _NumpyWithInt(types.ModuleType):

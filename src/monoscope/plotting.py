@@ -149,6 +149,10 @@ def plot_circuit_umap(
     import umap
     from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 
+    from monoscope.compat import cache_umap_compilation
+
+    cache_umap_compilation()  # only a machine's first UMAP compiles numba's kernels
+
     data = vectors.detach().cpu().numpy().astype(np.float64)
     reducer = umap.UMAP(
         n_components=2, n_neighbors=max(2, min(15, len(data) - 1)), min_dist=0.1, random_state=seed
