@@ -273,28 +273,79 @@ def train_epochs(
     The history: one record per epoch of the whole run (those before a resume included).
     """
     with channels_last_on_cpu(model):
-        return _train_epochs(
-            run_epoch,
-            kind,
-            model,
-            optimizer,
-            config,
-            steps_per_epoch,
-            checkpoint,
-            extra,
-            rebuild,
-            desc,
-            progress,
-            diverged_hint,
+        epochs, seed = int(config.epochs), int(config.seed)
+        start_epoch, step, history = 0, 0, []
+        if checkpoint is not None and Path(checkpoint).exists():
+            start_epoch, step, history = load_checkpoint(
+                checkpoint, kind, model, optimizer, config, extra
+            )
+            if step != start_epoch * steps_per_epoch:
+                raise ValueError(
+                    f"checkpoint {checkpoint} has {step} steps for {start_epoch} epochs, but this "
+                    f"data set gives {steps_per_epoch} steps per epoch; is it the same data set?"
+                )
+            log.info("%s: resuming from %s after epoch %d", desc, checkpoint, start_epoch)
+        bar = tqdm(
+            total=epochs * steps_per_epoch,
+            initial=step,
+            desc=desc,
+            unit="step",
+            disable=not progress,
+            **progress_kwargs(),
         )
+        with bar:
+            for index in range(start_epoch, epochs):
+                started = time.perf_counter()
+                model.train()
+                epoch = Epoch(index, step, seed, bar)
+                metrics = run_epoch(epoch)
+                step = epoch.step
+                loss = metrics.get("loss")
+                if diverged_hint is not None and loss is not None and not math.isfinite(loss):
+                    raise FloatingPointError(
+                        f"{desc} diverged in epoch {index + 1} (loss {loss}); {diverged_hint}"
+                    )
+                record = {"epoch": index + 1, **metrics, "seconds": time.perf_counter() - started}
+                history.append(record)
+                shown = {
+                    key: f"{metrics[key]:.4g}"
+                    for key in ("loss", "dead_fraction")
+                    if key in metrics
+                }
+                bar.set_postfix(shown)
+                log.info(
+                    "%s epoch %d/%d: %s",
+                    desc,
+                    index + 1,
+                    epochs,
+                    ", ".join(
+                        f"{key} {value:.5g}"
+                        for key, value in metrics.items()
+                        if isinstance(value, float)
+                    ),
+                )
+                if checkpoint is not None:
+                    save_checkpoint(
+                        checkpoint,
+                        kind,
+                        model,
+                        optimizer,
+                        config,
+                        index + 1,
+                        step,
+                        history,
+                        extra,
+                        rebuild,
+                    )
+        return history
 
 
 @contextlib.contextmanager
 def channels_last_on_cpu(model: torch.nn.Module):
     """Keep a CPU model's 4-D weights channels-last inside the block, contiguous after.
 
-    On the CPU, convolutions train about 1.3x faster channels-last (oneDNN's layout): the
-    demo's CNN, the contrastive ResNet-18 and the equivariant CNN all measured so here. Only
+    On the CPU, convolutions train about 1.3x faster channels-last (oneDNN's layout), as
+    measured here on the demo's CNN and the contrastive ResNet-18 (one thread). Only
     the layout changes, not the values: parameters stay the same objects (an optimizer
     built before keeps working), checkpoints and model files are written contiguous
     (:func:`monoscope.io.save_tensors`), and training stays deterministic for a seed.
@@ -310,85 +361,6 @@ def channels_last_on_cpu(model: torch.nn.Module):
         yield
     finally:
         model.to(memory_format=torch.contiguous_format)
-
-
-def _train_epochs(
-    run_epoch,
-    kind,
-    model,
-    optimizer,
-    config,
-    steps_per_epoch,
-    checkpoint,
-    extra,
-    rebuild,
-    desc,
-    progress,
-    diverged_hint,
-) -> list[Record]:
-    epochs, seed = int(config.epochs), int(config.seed)
-    start_epoch, step, history = 0, 0, []
-    if checkpoint is not None and Path(checkpoint).exists():
-        start_epoch, step, history = load_checkpoint(
-            checkpoint, kind, model, optimizer, config, extra
-        )
-        if step != start_epoch * steps_per_epoch:
-            raise ValueError(
-                f"checkpoint {checkpoint} has {step} steps for {start_epoch} epochs, but this "
-                f"data set gives {steps_per_epoch} steps per epoch; is it the same data set?"
-            )
-        log.info("%s: resuming from %s after epoch %d", desc, checkpoint, start_epoch)
-    bar = tqdm(
-        total=epochs * steps_per_epoch,
-        initial=step,
-        desc=desc,
-        unit="step",
-        disable=not progress,
-        **progress_kwargs(),
-    )
-    with bar:
-        for index in range(start_epoch, epochs):
-            started = time.perf_counter()
-            model.train()
-            epoch = Epoch(index, step, seed, bar)
-            metrics = run_epoch(epoch)
-            step = epoch.step
-            loss = metrics.get("loss")
-            if diverged_hint is not None and loss is not None and not math.isfinite(loss):
-                raise FloatingPointError(
-                    f"{desc} diverged in epoch {index + 1} (loss {loss}); {diverged_hint}"
-                )
-            record = {"epoch": index + 1, **metrics, "seconds": time.perf_counter() - started}
-            history.append(record)
-            shown = {
-                key: f"{metrics[key]:.4g}" for key in ("loss", "dead_fraction") if key in metrics
-            }
-            bar.set_postfix(shown)
-            log.info(
-                "%s epoch %d/%d: %s",
-                desc,
-                index + 1,
-                epochs,
-                ", ".join(
-                    f"{key} {value:.5g}"
-                    for key, value in metrics.items()
-                    if isinstance(value, float)
-                ),
-            )
-            if checkpoint is not None:
-                save_checkpoint(
-                    checkpoint,
-                    kind,
-                    model,
-                    optimizer,
-                    config,
-                    index + 1,
-                    step,
-                    history,
-                    extra,
-                    rebuild,
-                )
-    return history
 
 
 def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
