@@ -107,3 +107,17 @@ def test_umap_kernels_are_cached_on_disk_once_asked():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["True", "True", "0", "True"]
+
+
+def test_the_dynamo_stand_in_hands_over_to_the_real_module_for_anything_else():
+    result = run_python(
+        "import sys, monoscope.compat as c\n"
+        "stand_in = c.dynamo_utils_stand_in()\n"
+        "sys.modules['torch._dynamo.utils'] = stand_in\n"
+        "import torch._dynamo\n"  # its own `from .utils import ...` needs the real module
+        "from torch._dynamo.utils import counters\n"
+        "print(sys.modules['torch._dynamo.utils'] is not stand_in, hasattr(counters, 'clear'),\n"
+        "      stand_in.is_compile_supported('cpu') in (True, False))\n"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "True", "True"]

@@ -113,6 +113,9 @@ def ensure_torchvision_importable() -> bool:
     return True
 
 
+_DYNAMO_UTILS = "torch._dynamo.utils"
+
+
 def _real_is_compile_supported(device_type):
     """torch's ``is_compile_supported``, imported on the first call (adapter 2)."""
     from torch._dynamo.utils import is_compile_supported
@@ -120,10 +123,26 @@ def _real_is_compile_supported(device_type):
     return is_compile_supported(device_type)
 
 
+def dynamo_utils_stand_in() -> types.ModuleType:
+    """The stand-in ``torch._dynamo.utils`` of adapter 2: ``is_compile_supported`` defers
+    its import; asking it for any other name puts the real module in its place and
+    answers from it (should a torchvision import ever need more of TorchDynamo)."""
+    stand_in = types.ModuleType(_DYNAMO_UTILS)
+    stand_in.is_compile_supported = _real_is_compile_supported
+
+    def real_attribute(name: str):
+        if name.startswith("__"):  # the import system's questions (__path__, ...)
+            raise AttributeError(name)
+        if sys.modules.get(_DYNAMO_UTILS) is stand_in:
+            del sys.modules[_DYNAMO_UTILS]
+        return getattr(importlib.import_module(_DYNAMO_UTILS), name)
+
+    stand_in.__getattr__ = real_attribute  # PEP 562: names the module lacks
+    return stand_in
+
+
 class _TorchvisionLoader:
     """Wraps torchvision's own loader: runs its ``exec_module`` with the stand-in in place."""
-
-    _DYNAMO_UTILS = "torch._dynamo.utils"
 
     def __init__(self, loader) -> None:
         self.loader = loader
@@ -134,14 +153,13 @@ class _TorchvisionLoader:
     def exec_module(self, module) -> None:
         if "torch._dynamo" in sys.modules:  # already paid for: nothing to save
             return self.loader.exec_module(module)
-        stand_in = types.ModuleType(self._DYNAMO_UTILS)
-        stand_in.is_compile_supported = _real_is_compile_supported
-        sys.modules[self._DYNAMO_UTILS] = stand_in
+        stand_in = dynamo_utils_stand_in()
+        sys.modules[_DYNAMO_UTILS] = stand_in
         try:
             self.loader.exec_module(module)
         finally:
-            if sys.modules.get(self._DYNAMO_UTILS) is stand_in:
-                del sys.modules[self._DYNAMO_UTILS]
+            if sys.modules.get(_DYNAMO_UTILS) is stand_in:
+                del sys.modules[_DYNAMO_UTILS]
 
     def __getattr__(self, name: str):  # get_resource_reader, is_package, ...
         return getattr(self.loader, name)
