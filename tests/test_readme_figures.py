@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-BENCHMARK_TABLES = ("scale.md", "references.md", "circuits.md", "branches.md")
+BENCHMARK_TABLES = ("scale.md", "references.md", "circuits.md", "branches.md", "startup.md")
 
 
 def test_readme_quotes_the_generated_benchmark_tables(repo):

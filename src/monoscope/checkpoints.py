@@ -344,8 +344,9 @@ def train_epochs(
 def channels_last_on_cpu(model: torch.nn.Module):
     """Keep a CPU model's 4-D weights channels-last inside the block, contiguous after.
 
-    On the CPU, convolutions train about 1.3x faster channels-last (oneDNN's layout), as
-    measured here on the demo's CNN and the contrastive ResNet-18 (one thread). Only
+    On the CPU, convolutions train faster channels-last (oneDNN's layout);
+    ``benchmarks/bench_startup.py`` measures the step of the demo CNN and of the
+    contrastive ResNet-18 against contiguous (``make bench``, quoted in the README). Only
     the layout changes, not the values: parameters stay the same objects (an optimizer
     built before keeps working), checkpoints and model files are written contiguous
     (:func:`monoscope.io.save_tensors`), and training stays deterministic for a seed.

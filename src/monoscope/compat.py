@@ -12,8 +12,8 @@
 
 2. torchvision's start-up cost: ``torchvision.ops.roi_align`` runs
    ``from torch._dynamo.utils import is_compile_supported`` at import time, and that one
-   line imports all of TorchDynamo (1.4 s of the 1.7 s ``import torchvision`` takes on
-   2 cores), although the function is only called when ``roi_align`` itself runs, which
+   line imports all of TorchDynamo (most of what ``import torchvision`` costs:
+   ``benchmarks/bench_startup.py`` measures both ways), although the function is only called when ``roi_align`` itself runs, which
    monoscope never does. Every Snakemake job that builds a model imports torchvision
    (zennit's canonizers match its blocks), so the demo paid it ~70 times. While
    torchvision is being imported we hand it a stand-in ``torch._dynamo.utils`` whose
@@ -21,8 +21,8 @@
    ``sys.modules`` as soon as torchvision is in, so any later ``import torch._dynamo``
    (``torch.compile``) loads the real package.
 
-3. umap-learn compiles its numba kernels in every process (about 12 s on 2 cores, most
-   of a circuit UMAP figure's job) because it does not ask numba to cache them.
+3. umap-learn compiles its numba kernels in every process (most of a circuit UMAP
+   figure's job; ``benchmarks/bench_startup.py`` measures compiled against cached) because it does not ask numba to cache them.
    :func:`cache_umap_compilation` turns numba's on-disk cache on for those kernels
    before their first call, so only the first process on a machine compiles; the cache
    is keyed on umap's source files and gives the same results.

@@ -78,8 +78,9 @@ def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's digits as ``(images [1797, 8, 8] float64 in 0..16, labels int64)``.
 
     Read straight from the ``digits.csv.gz`` that scikit-learn ships, found without
-    importing scikit-learn: ``import sklearn.datasets`` costs about 1 s, and every job
-    that opens the demo data set would pay it only to parse this file (as
+    importing scikit-learn: every job that opens the demo data set would pay for
+    ``import sklearn.datasets`` only to parse this file (``benchmarks/bench_startup.py``
+    measures both ways) (as
     ``sklearn.datasets.load_digits`` does: 64 pixel columns, then the label). Falls back
     to ``load_digits`` where the file is not at that place.
     """

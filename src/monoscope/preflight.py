@@ -49,7 +49,7 @@ def model_skeleton(model: Mapping[str, Any], demo: Mapping[str, Any] | None = No
         widths = (demo or {}).get("widths", (16, 32, 32, 8))
         # On the CPU, not the meta device: the demo network's few thousand weights cost
         # nothing to initialise, and the first forward pass on the meta device imports
-        # torch's symbolic-shape machinery (sympy; about 1.2 s of every DAG build).
+        # torch's symbolic-shape machinery (sympy), which every DAG build would pay.
         net = DemoCNN(widths=widths)
         return SubjectModel(name, net.eval(), (0.0,), (1.0,))
     config = ModelConfig(name, "random")
