@@ -1,7 +1,8 @@
 # PURE stages 4 and 5: relevance-cropped references and their embeddings, sharded
-# over neuron ranges. Crop files hold the boxes only; the rules that need pixels cut
-# them from the data set (data params, sample table, crops.size), so the boxes do not
-# depend on crops.size and changing it reruns only the embeddings and figures.
+# over neuron ranges. Crop files hold the boxes (and the atlas's heatmap thumbnails,
+# sized by atlas.thumbnail), not pixels; the rules that need pixels cut them from the
+# data set (data params, sample table, crops.size), so the boxes do not depend on
+# crops.size and changing it reruns only the embeddings and figures.
 
 
 rule render_crops:

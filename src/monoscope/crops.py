@@ -15,8 +15,9 @@ where the reference score peaks (``TopReferences.positions``):
 3. **crop**: that square of the *unnormalised* image, resized to ``size`` x ``size``
    with antialiasing and rounded to bytes.
 
-Crop files keep the boxes only (``[C, N, 3]`` int64, a few bytes per row, not
-``3 * size**2`` bytes of pixels): the stages that need the pixels (embeddings, figures)
+Crop files keep the boxes (``[C, N, 3]`` int64, a few bytes per row, not
+``3 * size**2`` bytes of pixels), and optionally an int8 thumbnail of each heatmap for
+the atlas (``CropConfig.heatmap_size``), never the crops: the stages that need the pixels (embeddings, figures)
 cut them again from the data set's images with :func:`cut_crops` or
 :func:`iter_crops`, one batch of rows at a time. Cutting is deterministic, so the
 crops are the same bytes wherever they are cut.
