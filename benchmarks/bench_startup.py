@@ -2,8 +2,9 @@
 the same run: importing torchvision (with and without compat adapter 2's deferred
 TorchDynamo import), reading the demo digits (the shipped file against
 ``sklearn.datasets.load_digits``), one CPU training step (channels-last against
-contiguous, one thread) and a UMAP fit (numba's kernels compiled against cached,
-compat adapter 3).
+contiguous, one thread), a UMAP fit (numba's kernels compiled against cached,
+compat adapter 3) and importing dcor (its own import against compat adapter 5's, both
+after a first import has filled numba's cache).
 
     python benchmarks/bench_startup.py --out results/bench
 """
@@ -45,6 +46,15 @@ if {plain}:
     load_digits()
 else:
     load_digits_arrays()
+print(time.perf_counter() - start)
+"""
+IMPORT_DCOR = """
+import time, monoscope.compat as c
+start = time.perf_counter()
+if {plain}:
+    import dcor
+else:
+    dcor = c.import_dcor()
 print(time.perf_counter() - start)
 """
 UMAP_FIT = """
@@ -95,7 +105,9 @@ def main() -> None:
     for name, code in (
         ("import torchvision (with TorchDynamo / deferred)", IMPORT_TORCHVISION),
         ("read the digits (sklearn.datasets / shipped file)", READ_DIGITS),
+        ("import dcor (its own / adapter 5, numba cache filled)", IMPORT_DCOR),
     ):
+        seconds_in_subprocess(code.format(plain=False))  # fills numba's cache where empty
         plain = median_of(code.format(plain=True), args.repeats)
         fast = median_of(code.format(plain=False), args.repeats)
         rows.append((name, plain, fast))

@@ -121,3 +121,44 @@ def test_the_dynamo_stand_in_hands_over_to_the_real_module_for_anything_else():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["True", "True", "True"]
+
+
+def test_dcor_imports_from_numbas_cache_and_computes_the_same():
+    """Adapter 5: a second process loads dcor's kernels from the cache and saves nothing."""
+    code = (
+        "import numpy as np, monoscope.compat as c\n"
+        "from numba.core.caching import Cache\n"
+        "saved = []\n"
+        "original = Cache.save_overload\n"
+        "Cache.save_overload = lambda self, *a: (saved.append(self._name), original(self, *a))\n"
+        "dcor = c.import_dcor()\n"
+        "x = np.random.default_rng(0).normal(size=200); y = x**2 + x\n"
+        "fast = dcor.distance_correlation(x, y, method='avl')\n"
+        "naive = dcor.distance_correlation(x, y, method='naive')\n"
+        "rows = dcor.rowwise(dcor.distance_correlation, np.stack([x, x]), np.stack([y, x]))\n"
+        "print(len(saved), abs(fast - naive) < 1e-12, np.allclose(rows, [naive, 1.0]))\n"
+    )
+    first = run_python(code)  # fills the cache where this machine's is empty
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.split()[1:] == ["True", "True"]
+    again = run_python(code)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.split() == ["0", "True", "True"]
+
+
+def test_dcor_cache_key_ignores_the_random_uuid_of_jitted_functions():
+    import numba
+
+    from monoscope.compat import _stable_cell
+
+    def make():
+        @numba.njit
+        def inner(x):
+            return x + 1
+
+        return inner
+
+    first, second = make(), make()
+    assert first._uuid != second._uuid  # what makes numba's own key differ per process
+    assert _stable_cell(first) == _stable_cell(second)
+    assert _stable_cell(first) != _stable_cell(numba.njit(lambda x: x - 1))

@@ -30,10 +30,20 @@
 4. zennit-crp 0.6.0 on numpy 2: ``crp.helper.load_stat_targets`` calls ``np.int``,
    which numpy 2 removed. We hand ``crp.helper`` a numpy proxy that has ``int``; the
    global numpy module is left untouched.
+
+5. dcor compiles its numba kernels on every import (about 7 s, most of an evaluation
+   job), although it asks numba to cache them: two of its kernels are closures over other
+   jitted functions, and numba keys a closure's cache entry on the pickled closure
+   cells, where each jitted function pickles with a fresh random uuid. Every process
+   misses the cache, compiles again and adds a file to dcor's ``__pycache__``.
+   :func:`import_dcor` imports dcor with those cells keyed on what the jitted function
+   is (module, name, bytecode) instead, so that only the first process on a machine
+   compiles. The compiled code is the same; only the cache lookup changes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
@@ -222,6 +232,92 @@ def cache_umap_compilation() -> int:
                     continue
                 turned_on += 1
     return turned_on
+
+
+def _stable_cell(value) -> bytes:
+    """What a closure cell holds, as bytes that do not change between processes.
+
+    A function, jitted or not, is named by its module, name and bytecode, followed by its
+    own closure cells (dcor's closures hold other closures); anything else is left to
+    numba's own serialisation.
+    """
+    from numba.core.dispatcher import Dispatcher
+    from numba.core.serialize import dumps
+
+    function = value.py_func if isinstance(value, Dispatcher) else value
+    if not isinstance(function, types.FunctionType):
+        return dumps(value)
+    code = hashlib.sha256(function.__code__.co_code).hexdigest()
+    cells = b"".join(_stable_cell(cell.cell_contents) for cell in function.__closure__ or ())
+    kind = "jitted" if isinstance(value, Dispatcher) else "python"
+    name = f"{kind}:{function.__module__}.{function.__qualname__}:{code}("
+    return name.encode() + cells + b")"
+
+
+def _index_key_with_stable_cells(cache, sig, codegen):
+    """numba's ``Cache._index_key`` with closure cells keyed by :func:`_stable_cell`."""
+    function = cache._py_func
+    cells = b"".join(_stable_cell(cell.cell_contents) for cell in function.__closure__ or ())
+
+    def digest(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+    return (sig, codegen.magic_tuple(), (digest(function.__code__.co_code), digest(cells)))
+
+
+class _LazyGufunc:
+    """A ``numba.guvectorize`` result built on its first use instead of at definition."""
+
+    def __init__(self, build) -> None:
+        self._build = build
+        self._gufunc = None
+
+    def _built(self):
+        if self._gufunc is None:
+            self._gufunc = self._build()
+        return self._gufunc
+
+    def __call__(self, *args, **kwargs):
+        return self._built()(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self._built(), name)
+
+
+def import_dcor():
+    """``import dcor`` with its numba kernels loaded from the disk cache (adapter 5).
+
+    The patched cache key applies only while dcor is imported (its kernels have explicit
+    signatures and compile then) and only to dcor's own functions. dcor's row-wise
+    gufuncs (``dcor.rowwise``, which monoscope does not call) are built on first use: the
+    parallel target's cannot be cached and cost seconds at every import.
+    """
+    if "dcor" in sys.modules:
+        return sys.modules["dcor"]
+    try:
+        from numba.core.caching import Cache
+    except ImportError:  # numba's internals moved: import dcor as it is (slow, correct)
+        import dcor
+
+        return dcor
+    import numba
+
+    original_key, original_guvectorize = Cache._index_key, numba.guvectorize
+
+    def index_key(self, sig, codegen):
+        if getattr(self._py_func, "__module__", "").startswith("dcor."):
+            return _index_key_with_stable_cells(self, sig, codegen)
+        return original_key(self, sig, codegen)
+
+    def lazy_guvectorize(*args, **kwargs):
+        return lambda function: _LazyGufunc(lambda: original_guvectorize(*args, **kwargs)(function))
+
+    Cache._index_key, numba.guvectorize = index_key, lazy_guvectorize
+    try:
+        import dcor
+    finally:
+        Cache._index_key, numba.guvectorize = original_key, original_guvectorize
+    return dcor
 
 
 class _NumpyWithInt(types.ModuleType):

@@ -189,8 +189,11 @@ def _correlations(values: np.ndarray, reference: np.ndarray) -> dict[str, float]
     All three are NaN with fewer than two pairs, when either sample is constant (then no
     correlation is defined; ``dcor`` would report 0) or holds a non-finite value.
     """
-    import dcor
     from scipy.stats import spearmanr
+
+    from monoscope.compat import import_dcor
+
+    dcor = import_dcor()
 
     if (
         values.size < 2
