@@ -19,6 +19,7 @@ rule embed_contrastive_references:
         out("logs/embed_contrastive_references.log"),
     benchmark:
         out("benchmarks/embed_contrastive_references.tsv")
+    priority: SUBJECT_CHAIN_PRIORITY
     conda:
         ENV
     threads: config["threads"]
@@ -66,6 +67,7 @@ rule build_atlas:
         out("logs/build_atlas.log"),
     benchmark:
         out("benchmarks/build_atlas.tsv")
+    priority: SUBJECT_CHAIN_PRIORITY
     conda:
         ENV
     threads: config["threads"]

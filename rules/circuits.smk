@@ -12,6 +12,7 @@ rule compute_circuits:
         out("logs/compute_circuits/{scatteritem}.log"),
     benchmark:
         out("benchmarks/compute_circuits/{scatteritem}.tsv")
+    priority: SUBJECT_CHAIN_PRIORITY
     conda:
         ENV
     threads: config["threads"]
@@ -40,6 +41,7 @@ rule merge_circuits:
         out("logs/merge_circuits.log"),
     benchmark:
         out("benchmarks/merge_circuits.tsv")
+    priority: SUBJECT_CHAIN_PRIORITY
     conda:
         ENV
     script:

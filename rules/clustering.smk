@@ -11,6 +11,7 @@ rule cluster_units:
         out("logs/cluster_units/{method}.log"),
     benchmark:
         out("benchmarks/cluster_units/{method}.tsv")
+    priority: SUBJECT_CHAIN_PRIORITY
     conda:
         ENV
     params:
@@ -49,6 +50,7 @@ rule plot_virtual_neurons:
         out("logs/plot_virtual_neurons.log"),
     benchmark:
         out("benchmarks/plot_virtual_neurons.tsv")
+    priority: SUBJECT_CHAIN_PRIORITY
     conda:
         ENV
     params:
@@ -81,6 +83,7 @@ rule plot_circuit_umaps:
         out("logs/plot_circuit_umaps.log"),
     benchmark:
         out("benchmarks/plot_circuit_umaps.tsv")
+    priority: SUBJECT_CHAIN_PRIORITY
     conda:
         ENV
     params:

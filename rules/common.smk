@@ -12,6 +12,11 @@ wildcard_constraints:
 
 OUT = f"results/{config['experiment']}"
 ENV = "../envs/monoscope.yaml"
+# The subject model's chain (data -> models -> references -> crops -> circuits ->
+# clusters -> SAEs -> evaluation -> atlas) is the longest path of the DAG, and the
+# contrastive and equivariant branches are independent of it: its ready jobs go first,
+# so that the other branches fill the free cores instead of delaying it to the end.
+SUBJECT_CHAIN_PRIORITY = 1
 IS_DEMO_MODEL = (
     config["model"]["name"] == "demo_cnn" and config["model"]["weights"] == "trained"
 )

@@ -16,6 +16,7 @@ rule render_crops:
         out("logs/render_crops/{scatteritem}.log"),
     benchmark:
         out("benchmarks/render_crops/{scatteritem}.tsv")
+    priority: SUBJECT_CHAIN_PRIORITY
     conda:
         ENV
     threads: config["threads"]
@@ -54,6 +55,7 @@ rule plot_crops:
         out("logs/plot_crops.log"),
     benchmark:
         out("benchmarks/plot_crops.tsv")
+    priority: SUBJECT_CHAIN_PRIORITY
     conda:
         ENV
     params:
@@ -76,6 +78,7 @@ rule embed_crops:
         out("logs/embed_crops/{embedder}/{scatteritem}.log"),
     benchmark:
         out("benchmarks/embed_crops/{embedder}/{scatteritem}.tsv")
+    priority: SUBJECT_CHAIN_PRIORITY
     conda:
         ENV
     threads: config["threads"]
@@ -100,6 +103,7 @@ rule merge_embeddings:
         out("logs/merge_embeddings/{embedder}.log"),
     benchmark:
         out("benchmarks/merge_embeddings/{embedder}.tsv")
+    priority: SUBJECT_CHAIN_PRIORITY
     conda:
         ENV
     script:

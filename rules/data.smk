@@ -5,6 +5,7 @@ rule record_experiment:
         out("logs/record_experiment.log"),
     benchmark:
         out("benchmarks/record_experiment.tsv")
+    priority: SUBJECT_CHAIN_PRIORITY
     conda:
         ENV
     params:
@@ -23,6 +24,7 @@ rule prepare_data:
         out("logs/prepare_data.log"),
     benchmark:
         out("benchmarks/prepare_data.tsv")
+    priority: SUBJECT_CHAIN_PRIORITY
     conda:
         ENV
     params:

@@ -27,6 +27,7 @@ rule embed_vocabulary:
         out("logs/embed_vocabulary/{embedder}.log"),
     benchmark:
         out("benchmarks/embed_vocabulary/{embedder}.tsv")
+    priority: SUBJECT_CHAIN_PRIORITY
     conda:
         ENV
     threads: config["threads"]
@@ -70,6 +71,7 @@ rule evaluate:
         out("logs/evaluate.log"),
     benchmark:
         out("benchmarks/evaluate.tsv")
+    priority: SUBJECT_CHAIN_PRIORITY
     conda:
         ENV
     params:
@@ -107,6 +109,7 @@ rule plot_evaluation:
         out("logs/plot_evaluation.log"),
     benchmark:
         out("benchmarks/plot_evaluation.tsv")
+    priority: SUBJECT_CHAIN_PRIORITY
     conda:
         ENV
     script:

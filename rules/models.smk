@@ -12,6 +12,7 @@ rule train_subject:
         out("logs/train_subject.log"),
     benchmark:
         out("benchmarks/train_subject.tsv")
+    priority: SUBJECT_CHAIN_PRIORITY
     conda:
         ENV
     threads: config["threads"]
@@ -36,6 +37,7 @@ rule train_judge:
         out("logs/train_judge.log"),
     benchmark:
         out("benchmarks/train_judge.tsv")
+    priority: SUBJECT_CHAIN_PRIORITY
     conda:
         ENV
     threads: config["threads"]
@@ -62,6 +64,7 @@ rule check_weights:
         out("logs/check_weights.log"),
     benchmark:
         out("benchmarks/check_weights.tsv")
+    priority: SUBJECT_CHAIN_PRIORITY
     conda:
         ENV
     params:

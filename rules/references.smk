@@ -11,6 +11,7 @@ rule collect_references:
         out("logs/collect_references/{scatteritem}.log"),
     benchmark:
         out("benchmarks/collect_references/{scatteritem}.tsv")
+    priority: SUBJECT_CHAIN_PRIORITY
     conda:
         ENV
     threads: config["threads"]
@@ -36,6 +37,7 @@ rule merge_references:
         out("logs/merge_references.log"),
     benchmark:
         out("benchmarks/merge_references.tsv")
+    priority: SUBJECT_CHAIN_PRIORITY
     conda:
         ENV
     params:
@@ -65,6 +67,7 @@ rule plot_references:
         out("logs/plot_references.log"),
     benchmark:
         out("benchmarks/plot_references.tsv")
+    priority: SUBJECT_CHAIN_PRIORITY
     conda:
         ENV
     params:

@@ -16,6 +16,7 @@ rule collect_activations:
         out("logs/collect_activations/{scatteritem}.log"),
     benchmark:
         out("benchmarks/collect_activations/{scatteritem}.tsv")
+    priority: SUBJECT_CHAIN_PRIORITY
     conda:
         ENV
     threads: config["threads"]
@@ -44,6 +45,7 @@ rule train_sae:
         out("logs/train_sae/{layer}/{sae}.log"),
     benchmark:
         out("benchmarks/train_sae/{layer}/{sae}.tsv")
+    priority: SUBJECT_CHAIN_PRIORITY
     conda:
         ENV
     threads: config["threads"]
@@ -76,6 +78,7 @@ rule sae_units:
         out("logs/sae_units/{layer}/{sae}.log"),
     benchmark:
         out("benchmarks/sae_units/{layer}/{sae}.tsv")
+    priority: SUBJECT_CHAIN_PRIORITY
     conda:
         ENV
     threads: config["threads"]
@@ -106,6 +109,7 @@ rule render_sae_crops:
         out("logs/render_sae_crops/{layer}/{sae}/{scatteritem}.log"),
     benchmark:
         out("benchmarks/render_sae_crops/{layer}/{sae}/{scatteritem}.tsv")
+    priority: SUBJECT_CHAIN_PRIORITY
     conda:
         ENV
     threads: config["threads"]
@@ -162,6 +166,7 @@ rule score_hierarchy:
         out("logs/score_hierarchy.log"),
     benchmark:
         out("benchmarks/score_hierarchy.tsv")
+    priority: SUBJECT_CHAIN_PRIORITY
     conda:
         ENV
     threads: config["threads"]

@@ -162,3 +162,12 @@ def test_dcor_cache_key_ignores_the_random_uuid_of_jitted_functions():
     assert first._uuid != second._uuid  # what makes numba's own key differ per process
     assert _stable_cell(first) == _stable_cell(second)
     assert _stable_cell(first) != _stable_cell(numba.njit(lambda x: x - 1))
+
+
+def test_warm_caches_command_runs_the_numba_compiled_paths():
+    """`make install` runs it; the adapters' tests above check that the cache then serves."""
+    result = subprocess.run(
+        [sys.executable, "-m", "monoscope", "warm-caches"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert "dcor and UMAP kernels cached" in result.stdout

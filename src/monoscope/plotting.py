@@ -130,6 +130,21 @@ def plot_virtual_neurons(
     _save(figure, path)
 
 
+def circuit_umap_points(vectors: torch.Tensor, seed: int = 0):
+    """2-D UMAP embedding ``[N, 2]`` (numpy) of circuit vectors ``[N, D]``, as PURE plots them."""
+    import numpy as np
+    import umap
+
+    from monoscope.compat import cache_umap_compilation
+
+    cache_umap_compilation()  # only a machine's first UMAP compiles numba's kernels
+    data = vectors.detach().cpu().numpy().astype(np.float64)
+    reducer = umap.UMAP(
+        n_components=2, n_neighbors=max(2, min(15, len(data) - 1)), min_dist=0.1, random_state=seed
+    )
+    return reducer.fit_transform(data)
+
+
 def plot_circuit_umap(
     vectors: torch.Tensor,
     labels: torch.Tensor,
@@ -145,19 +160,9 @@ def plot_circuit_umap(
     ``vectors`` ``[N, D]``; the first ``thumbnails`` references (best first) are drawn
     as small images at their embedded position, as in PURE's figures.
     """
-    import numpy as np
-    import umap
     from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 
-    from monoscope.compat import cache_umap_compilation
-
-    cache_umap_compilation()  # only a machine's first UMAP compiles numba's kernels
-
-    data = vectors.detach().cpu().numpy().astype(np.float64)
-    reducer = umap.UMAP(
-        n_components=2, n_neighbors=max(2, min(15, len(data) - 1)), min_dist=0.1, random_state=seed
-    )
-    points = reducer.fit_transform(data)
+    points = circuit_umap_points(vectors, seed)
     figure, axis = plt.subplots(figsize=(6.5, 5.5))
     clusters = int(labels.max()) + 1
     colours = plt.get_cmap("tab10" if clusters <= 10 else "tab20")
