@@ -3,8 +3,9 @@ the same run: importing torchvision (with and without compat adapter 2's deferre
 TorchDynamo import), reading the demo digits (the shipped file against
 ``sklearn.datasets.load_digits``), one CPU training step (channels-last against
 contiguous, one thread), a UMAP fit (numba's kernels compiled against cached,
-compat adapter 3) and importing dcor (its own import against compat adapter 5's, both
-after a first import has filled numba's cache).
+compat adapter 3), importing dcor (its own import against compat adapter 5's, both
+after a first import has filled numba's cache) and an optimizer's first step (torch's
+own wrappers, which import TorchDynamo, against compat adapter 6).
 
     python benchmarks/bench_startup.py --out results/bench
 """
@@ -57,6 +58,18 @@ else:
     dcor = c.import_dcor()
 print(time.perf_counter() - start)
 """
+FIRST_STEP = """
+import time, torch
+if not {plain}:
+    import monoscope  # adapter 6
+net = torch.nn.Linear(8, 2)
+start = time.perf_counter()
+optimizer = torch.optim.Adam(net.parameters())
+optimizer.zero_grad()
+net(torch.ones(4, 8)).sum().backward()
+optimizer.step()
+print(time.perf_counter() - start)
+"""
 UMAP_FIT = """
 import time, numpy as np, umap
 from monoscope.compat import cache_umap_compilation
@@ -106,6 +119,7 @@ def main() -> None:
         ("import torchvision (with TorchDynamo / deferred)", IMPORT_TORCHVISION),
         ("read the digits (sklearn.datasets / shipped file)", READ_DIGITS),
         ("import dcor (its own / adapter 5, numba cache filled)", IMPORT_DCOR),
+        ("first optimizer step (torch's wrappers / adapter 6)", FIRST_STEP),
     ):
         seconds_in_subprocess(code.format(plain=False))  # fills numba's cache where empty
         plain = median_of(code.format(plain=True), args.repeats)

@@ -171,3 +171,64 @@ def test_warm_caches_command_runs_the_numba_compiled_paths():
     )
     assert result.returncode == 0, result.stderr
     assert "dcor and UMAP kernels cached" in result.stdout
+
+
+OPTIMIZER_RUN = """
+import sys, hashlib, torch
+{setup}
+torch.manual_seed(0)
+net = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+data = torch.randn(16, 6)
+for cls in (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW):
+    optimizer = cls(net.parameters(), lr=0.05)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 2)
+    for _ in range(4):
+        optimizer.zero_grad()
+        net(data).square().mean().backward()
+        optimizer.step()
+        scheduler.step()
+    optimizer.load_state_dict(optimizer.state_dict())
+digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in net.parameters()))
+print("torch._dynamo" in sys.modules, torch.is_grad_enabled(), digest.hexdigest())
+"""
+
+
+def test_optimizers_step_without_importing_dynamo_and_give_the_same_parameters():
+    """Adapter 6 against torch's own wrappers, in two fresh processes."""
+    adapted = run_python(OPTIMIZER_RUN.format(setup="import monoscope"))
+    plain = run_python(OPTIMIZER_RUN.format(setup=""))
+    assert adapted.returncode == 0, adapted.stderr
+    assert plain.returncode == 0, plain.stderr
+    dynamo_loaded, grad_enabled, digest = adapted.stdout.split()
+    assert (dynamo_loaded, grad_enabled) == ("False", "True")
+    assert plain.stdout.split() == ["True", "True", digest]  # torch's way loads TorchDynamo
+
+
+def test_optimizers_use_torchdynamos_wrappers_once_it_is_loaded():
+    result = run_python(
+        "import torch, monoscope\n"
+        "import torch._dynamo\n"
+        "calls = []\n"
+        "real_disable, real_break = torch._dynamo.disable, torch._dynamo.graph_break\n"
+        "torch._dynamo.disable = lambda *a, **k: (calls.append('disable'), real_disable(*a, **k))[1]\n"
+        "torch._dynamo.graph_break = lambda *a: (calls.append('break'), real_break(*a))[1]\n"
+        "net = torch.nn.Linear(3, 1)\n"
+        "optimizer = torch.optim.SGD(net.parameters(), lr=0.1)\n"
+        "optimizer.zero_grad(); net(torch.ones(2, 3)).sum().backward(); optimizer.step()\n"
+        "print(sorted(set(calls)), calls.count('break'))\n"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("]")[0] + "]" == "['break', 'disable']"
+    assert result.stdout.split()[-1] == "2"  # before and after the step, as torch does
+
+
+def test_optimizer_adapter_leaves_stepped_classes_and_a_loaded_dynamo_alone():
+    result = run_python(
+        "import torch\n"
+        "net = torch.nn.Linear(3, 1)\n"
+        "torch.optim.SGD(net.parameters(), lr=0.1)\n"  # hooks SGD.step, loads TorchDynamo
+        "from monoscope.compat import defer_optimizer_dynamo_import\n"
+        "print(defer_optimizer_dynamo_import())\n"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0"]

@@ -39,10 +39,19 @@
    :func:`import_dcor` imports dcor with those cells keyed on what the jitted function
    is (module, name, bytecode) instead, so that only the first process on a machine
    compiles. The compiled code is the same; only the cache lookup changes.
+
+6. torch.optim's start-up cost: an optimizer's ``__init__``, ``zero_grad`` and ``step``
+   each begin with ``import torch._dynamo`` (1.5 s, most of a short training job's
+   start-up), only to tell TorchDynamo not to trace them and to break its graph, both
+   of which mean nothing until TorchDynamo is loaded: nothing can be compiling before.
+   :func:`defer_optimizer_dynamo_import` makes both wait for TorchDynamo to be loaded
+   by someone else (``torch.compile``): the methods run as they are until then, and
+   exactly as torch's own wrappers do from then on.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.abc
 import importlib.machinery
@@ -263,6 +272,100 @@ def _index_key_with_stable_cells(cache, sig, codegen):
         return hashlib.sha256(data).hexdigest()
 
     return (sig, codegen.magic_tuple(), (digest(function.__code__.co_code), digest(cells)))
+
+
+def _dynamo() -> types.ModuleType | None:
+    """TorchDynamo when some import loaded it (then compiling is possible), else None."""
+    module = sys.modules.get("torch._dynamo")
+    return module if hasattr(module, "graph_break") else None
+
+
+def _disable_when_dynamo_loads(function, recursive: bool):
+    """What ``torch._disable_dynamo`` caches for ``function`` (adapter 6).
+
+    The function itself while TorchDynamo is not loaded; from the first call after it
+    loaded, ``torch._dynamo.disable(function)``, as torch's own wrapper makes it.
+    """
+    disabled = None
+
+    def call(*args, **kwargs):
+        nonlocal disabled
+        if disabled is None:
+            dynamo = _dynamo()
+            if dynamo is None:
+                return function(*args, **kwargs)
+            disabled = dynamo.disable(function, recursive, wrapping=False)
+        return disabled(*args, **kwargs)
+
+    return call
+
+
+def _step_without_dynamo_import(step):
+    """torch.optim's ``_use_grad_for_differentiable`` wrapper of ``step`` (adapter 6),
+    with TorchDynamo's graph breaks only once TorchDynamo is loaded."""
+
+    @functools.wraps(step)
+    def _use_grad(*args, **kwargs):
+        optimizer = args[0]
+        dynamo = _dynamo()
+        previous = torch.is_grad_enabled()
+        try:
+            torch.set_grad_enabled(optimizer.defaults["differentiable"])
+            if dynamo is not None:
+                dynamo.graph_break()
+            result = step(*args, **kwargs)
+        finally:
+            if dynamo is not None:
+                dynamo.graph_break()
+            torch.set_grad_enabled(previous)
+        return result
+
+    _use_grad.without_dynamo_import = True
+    return _use_grad
+
+
+def _closure_values(function) -> dict:
+    return dict(
+        zip(
+            function.__code__.co_freevars,
+            (c.cell_contents for c in function.__closure__),
+            strict=True,
+        )
+    )
+
+
+def defer_optimizer_dynamo_import() -> int:
+    """Install adapter 6 on torch.optim's optimizers; returns how many methods it changed.
+
+    Only methods that still are torch's own wrappers (recognised by their code objects)
+    are changed, and only on optimizer classes none of whose instances has stepped yet,
+    so a torch that wraps them differently is left as it is.
+    """
+    from torch.optim import optimizer as optim_module
+
+    if "torch._dynamo" in sys.modules:  # already paid for: nothing to save
+        return 0
+    disable_code = torch._disable_dynamo(lambda: None).__code__
+    use_grad_code = optim_module._use_grad_for_differentiable(lambda: None).__code__
+    changed = 0
+    for name in ("state_dict", "load_state_dict", "zero_grad", "add_param_group"):
+        method = vars(optim_module.Optimizer).get(name)
+        if getattr(method, "__code__", None) is not disable_code:
+            continue
+        function = method.__wrapped__
+        if getattr(function, "__dynamo_disable", None) is None:
+            recursive = _closure_values(method).get("recursive", True)
+            setattr(function, "__dynamo_disable", _disable_when_dynamo_loads(function, recursive))
+            changed += 1
+    classes = list(optim_module.Optimizer.__subclasses__())
+    while classes:
+        cls = classes.pop()
+        classes.extend(cls.__subclasses__())
+        step = vars(cls).get("step")
+        if getattr(step, "__code__", None) is use_grad_code and not getattr(step, "hooked", False):
+            cls.step = _step_without_dynamo_import(_closure_values(step)["func"])
+            changed += 1
+    return changed
 
 
 class _LazyGufunc:
