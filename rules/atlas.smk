@@ -8,6 +8,7 @@
 # One job for every representation: each takes a second after the job's start-up.
 rule embed_contrastive_references:
     input:
+        contrastive_samples=contrastive_samples(),
         features=expand(
             out("contrastive/{representation}/features.safetensors"),
             representation=CONTRASTIVE_REPRESENTATIONS,
@@ -40,6 +41,7 @@ rule embed_contrastive_references:
 
 rule build_atlas:
     input:
+        contrastive_samples=contrastive_samples(),
         catalogue=out("evaluation/catalogue.json"),
         samples=out("data/samples.csv"),
         crops=gather.crops(out("crops/shards/{scatteritem}.safetensors")),

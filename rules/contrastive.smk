@@ -3,7 +3,25 @@
 # Its helpers (constraints, config checks, input functions): rules/helpers/contrastive.smk.
 
 
+# The digits' split, drawn once: every job below reads it (contrastive_samples()).
+rule prepare_contrastive_data:
+    output:
+        samples=out("contrastive/data/samples.csv"),
+    log:
+        out("logs/prepare_contrastive_data.log"),
+    benchmark:
+        out("benchmarks/prepare_contrastive_data.tsv")
+    conda:
+        ENV
+    params:
+        data=_sorted(CONTRASTIVE["data"]),
+    script:
+        "../workflow/scripts/prepare_contrastive_data.py"
+
+
 rule pretrain_contrastive:
+    input:
+        contrastive_samples=contrastive_samples(),
     output:
         model=out("contrastive/pretrain/{method}/model.safetensors"),
         history=out("contrastive/pretrain/{method}/training.json"),
@@ -33,6 +51,7 @@ rule pretrain_contrastive:
 
 rule train_contrastive_sae:
     input:
+        contrastive_samples=contrastive_samples(),
         model=out("contrastive/pretrain/simclr/model.safetensors"),
     output:
         model=out("contrastive/sae/model.safetensors"),
@@ -60,6 +79,7 @@ rule train_contrastive_sae:
 rule contrastive_features:
     input:
         unpack(contrastive_model_inputs),
+        contrastive_samples=contrastive_samples(),
     output:
         features=out("contrastive/{representation}/features.safetensors"),
         units=out("contrastive/{representation}/units.json"),
@@ -100,6 +120,7 @@ rule contrastive_features:
 rule contrastive_probe:
     input:
         unpack(contrastive_model_inputs),
+        contrastive_samples=contrastive_samples(),
         features=out("contrastive/{representation}/features.safetensors"),
     output:
         probes=out("contrastive/{representation}/probes/{probe}/{noise}_{level}.json"),
@@ -135,6 +156,7 @@ rule contrastive_probe:
 rule contrastive_frozen_probes:
     input:
         unpack(contrastive_model_inputs),
+        contrastive_samples=contrastive_samples(),
         features=out("contrastive/{representation}/features.safetensors"),
     output:
         probes=expand(

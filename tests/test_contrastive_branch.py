@@ -368,6 +368,30 @@ def test_digits_split_is_stratified_and_matches_the_sample_table():
     assert label == load_digits().target[sample_id]
 
 
+def test_digits_split_read_from_the_sample_table_equals_the_drawn_one(tmp_path):
+    from monoscope.contrastive.data import contrastive_samples, digits_sample_table
+
+    config = ContrastiveDataConfig(image_size=SIZE)
+    table, _ = digits_sample_table(config)
+    path = tmp_path / "samples.csv"
+    table.to_csv(path, index=False)
+    for train in (True, False):
+        drawn, classes = load_contrastive_split(config, train)
+        read, read_classes = load_contrastive_split(config, train, path)
+        assert read_classes == classes
+        assert torch.equal(read.sample_ids, drawn.sample_ids)
+        assert torch.equal(read.images, drawn.images) and torch.equal(read.labels, drawn.labels)
+    (tmp_path / "other.csv").write_text("id,name\n1,a\n")
+    with pytest.raises(ValueError, match="other.csv is not a sample table"):
+        load_contrastive_split(config, True, tmp_path / "other.csv")
+
+    class JobInput:
+        contrastive_samples = [str(path)]
+
+    assert contrastive_samples(JobInput()) == str(path)
+    assert contrastive_samples(object()) is None
+
+
 def test_missing_imagefolder_names_the_expected_layout(tmp_path):
     config = ContrastiveDataConfig(name="imagefolder", root=str(tmp_path))
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "train")):

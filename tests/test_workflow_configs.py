@@ -171,6 +171,9 @@ def check_contrastive_plan(section, counts, name):
     methods = len(section["methods"])
     assert counts["pretrain_contrastive"] == methods, name
     assert counts["train_contrastive_sae"] == 1, name
+    # Only the digits' split is drawn by a job (CIFAR and image folders come split).
+    digits = section["data"].get("name", "digits") == "digits"
+    assert counts.get("prepare_contrastive_data", 0) == int(digits), name
     representations = methods + 1
     settings = 1 + sum(len(levels) for levels in section["robustness"].values())
     probes = section["probes"]

@@ -34,6 +34,14 @@ if CONTRASTIVE["sae"]["k"] > CONTRASTIVE["sae"]["num_features"]:
     )
 
 
+def contrastive_samples():
+    """The digits' sample table, drawn once by prepare_contrastive_data so that no job
+    imports scikit-learn to draw the split again; other data sets come split."""
+    if CONTRASTIVE["data"]["name"] == "digits":
+        return [out("contrastive/data/samples.csv")]
+    return []
+
+
 def contrastive_settings():
     """(noise, level) pairs of the robustness sweep, clean first; levels as in paths."""
     settings = [("clean", "0")]

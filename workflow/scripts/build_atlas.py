@@ -22,7 +22,11 @@ from monoscope.atlas import (
 )
 from monoscope.catalogue import load_catalogue, neuron_id, virtual_neuron_id
 from monoscope.config import from_mapping
-from monoscope.contrastive.data import ContrastiveDataConfig, load_contrastive_split
+from monoscope.contrastive.data import (
+    ContrastiveDataConfig,
+    contrastive_samples,
+    load_contrastive_split,
+)
 from monoscope.crops import crop_bytes, crop_images, load_crops
 from monoscope.data import DataConfig, open_dataset
 from monoscope.logs import progress_kwargs, start_job
@@ -76,7 +80,9 @@ def thumbnails(images: torch.Tensor) -> np.ndarray:
 contrastive_test = None
 if any(record.get("dimension") is not None for record in records):
     contrastive_test, _ = load_contrastive_split(
-        from_mapping(ContrastiveDataConfig, params.contrastive_data), False
+        from_mapping(ContrastiveDataConfig, params.contrastive_data),
+        False,
+        contrastive_samples(snakemake.input),
     )
 
 bases = {record["id"]: record for record in records if record["base"] == record["id"]}

@@ -4,7 +4,11 @@ import torch
 
 from monoscope.config import from_mapping
 from monoscope.contrastive import representations
-from monoscope.contrastive.data import ContrastiveDataConfig, load_contrastive_split
+from monoscope.contrastive.data import (
+    ContrastiveDataConfig,
+    contrastive_samples,
+    load_contrastive_split,
+)
 from monoscope.contrastive.probes import extract_features
 from monoscope.device import resolve_device
 from monoscope.hierarchy import distances_from_config
@@ -19,8 +23,9 @@ model = representations.load_representation(
     snakemake.input.model, snakemake.input.get("sae"), device
 )
 data = from_mapping(ContrastiveDataConfig, snakemake.params.data)
-train_ds, classes = load_contrastive_split(data, True)
-test_ds, _ = load_contrastive_split(data, False)
+samples = contrastive_samples(snakemake.input)
+train_ds, classes = load_contrastive_split(data, True, samples)
+test_ds, _ = load_contrastive_split(data, False, samples)
 which, batch_size = snakemake.params.which, snakemake.params.batch_size
 train = extract_features(model, train_ds, which, batch_size, device=device)
 test = extract_features(model, test_ds, which, batch_size, device=device)

@@ -2,7 +2,11 @@
 or every setting of every frozen probe (rule contrastive_frozen_probes)."""
 
 from monoscope.config import from_mapping
-from monoscope.contrastive.data import ContrastiveDataConfig, load_contrastive_split
+from monoscope.contrastive.data import (
+    ContrastiveDataConfig,
+    contrastive_samples,
+    load_contrastive_split,
+)
 from monoscope.contrastive.probes import FinetuneConfig, LinearProbeConfig
 from monoscope.contrastive.representations import (
     load_feature_sets,
@@ -27,9 +31,10 @@ features, classes = load_feature_sets(snakemake.input.features)
 # Images are read only where a cell needs them: finetuning, and noise on test images.
 data = from_mapping(ContrastiveDataConfig, params.data)
 finetuning = any(probe == "finetune" for probe, _, _ in cells)
-train_ds = load_contrastive_split(data, True)[0] if finetuning else None
+samples = contrastive_samples(snakemake.input)
+train_ds = load_contrastive_split(data, True, samples)[0] if finetuning else None
 noisy_inputs = any(noise in ("gaussian", "uniform") for _, noise, _ in cells)
-test_ds = load_contrastive_split(data, False)[0] if finetuning or noisy_inputs else None
+test_ds = load_contrastive_split(data, False, samples)[0] if finetuning or noisy_inputs else None
 probe_config = from_mapping(LinearProbeConfig, params.linear)
 finetune = params.get("finetune")  # only the finetuning rule has it
 finetune_config = from_mapping(FinetuneConfig, finetune) if finetune else None

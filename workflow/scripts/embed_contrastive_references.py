@@ -7,7 +7,11 @@ import math
 import torch
 
 from monoscope.config import from_mapping
-from monoscope.contrastive.data import ContrastiveDataConfig, load_contrastive_split
+from monoscope.contrastive.data import (
+    ContrastiveDataConfig,
+    contrastive_samples,
+    load_contrastive_split,
+)
 from monoscope.contrastive.representations import load_feature_sets, top_references
 from monoscope.device import resolve_device
 from monoscope.embedders import EmbedderConfig, build_embedder, embed_batches
@@ -16,7 +20,9 @@ from monoscope.logs import start_job
 
 start_job(snakemake)
 params = snakemake.params
-dataset, _ = load_contrastive_split(from_mapping(ContrastiveDataConfig, params.data), False)
+dataset, _ = load_contrastive_split(
+    from_mapping(ContrastiveDataConfig, params.data), False, contrastive_samples(snakemake.input)
+)
 name = params.embedder_name
 config = from_mapping(EmbedderConfig, params.embedder)
 embedder = build_embedder(name, config, resolve_device(params.device))

@@ -1,7 +1,11 @@
 """Pretrain one contrastive model (the method wildcard: simclr or ncl), resumably."""
 
 from monoscope.config import from_mapping
-from monoscope.contrastive.data import ContrastiveDataConfig, load_contrastive_split
+from monoscope.contrastive.data import (
+    ContrastiveDataConfig,
+    contrastive_samples,
+    load_contrastive_split,
+)
 from monoscope.contrastive.pretrain import (
     PretrainConfig,
     pretrain,
@@ -18,7 +22,9 @@ nonneg = settings.pop("ncl_nonneg") if method == "ncl" else "none"
 settings.pop("ncl_nonneg", None)
 config = from_mapping(PretrainConfig, settings, method=method, nonneg=nonneg)
 train_ds, _ = load_contrastive_split(
-    from_mapping(ContrastiveDataConfig, snakemake.params.data), True
+    from_mapping(ContrastiveDataConfig, snakemake.params.data),
+    True,
+    contrastive_samples(snakemake.input),
 )
 checkpoint = snakemake.params.checkpoint
 guard_checkpoint(

@@ -3,7 +3,11 @@
 import torch.nn.functional as F
 
 from monoscope.config import from_mapping
-from monoscope.contrastive.data import ContrastiveDataConfig, load_contrastive_split
+from monoscope.contrastive.data import (
+    ContrastiveDataConfig,
+    contrastive_samples,
+    load_contrastive_split,
+)
 from monoscope.contrastive.pretrain import load_pretrained
 from monoscope.contrastive.probes import extract_features
 from monoscope.contrastive.representations import contrastive_sae_config
@@ -17,7 +21,9 @@ start_job(snakemake)
 device = resolve_device(snakemake.params.device)
 model, _, _ = load_pretrained(snakemake.input.model, device)
 train_ds, _ = load_contrastive_split(
-    from_mapping(ContrastiveDataConfig, snakemake.params.data), True
+    from_mapping(ContrastiveDataConfig, snakemake.params.data),
+    True,
+    contrastive_samples(snakemake.input),
 )
 # The SAE's data set is N x 256 (CIFAR) or N x 2048 (ImageNet-100) floats: at most
 # 1 GB for ImageNet-100's 126,689 training images, so it is held in memory.

@@ -268,10 +268,16 @@ class ContrastiveDataConfig:
             )
 
 
-def load_contrastive_split(config: ContrastiveDataConfig, train: bool) -> tuple[Dataset, list[str]]:
+def load_contrastive_split(
+    config: ContrastiveDataConfig, train: bool, samples: str | Path | None = None
+) -> tuple[Dataset, list[str]]:
     """One split of the configured data set and its class names.
 
     Every data set yields ``(image, label, sample_id)`` with images in ``[0, 1]``.
+    ``samples``: the digits' sample table written by :func:`digits_sample_table` (the
+    workflow's ``prepare_contrastive_data``), so that a job reads the split instead of
+    importing scikit-learn to draw it again; without it the split is drawn here. The
+    other data sets come split and ignore it.
 
     Raises
     ------
@@ -282,7 +288,7 @@ def load_contrastive_split(config: ContrastiveDataConfig, train: bool) -> tuple[
         dataset = load_cifar(config.root, config.name, train=train, verify=config.verify)
         return dataset, dataset.classes
     if config.name == "digits":
-        return _digits_split(config, train)
+        return _digits_split(config, train, samples)
     from monoscope.data import DataConfig, ImageDataset, build_source
 
     folder = Path(config.root).expanduser() / (config.train_folder if train else config.test_folder)
@@ -301,22 +307,51 @@ def load_contrastive_split(config: ContrastiveDataConfig, train: bool) -> tuple[
     return dataset, list(dataset.source.classes)
 
 
-def _digits_split(config: ContrastiveDataConfig, train: bool) -> tuple[Dataset, list[str]]:
-    """scikit-learn's digits, upsampled, split as :func:`monoscope.data.make_sample_table` does."""
-    import torch.nn.functional as F
+def contrastive_samples(job_input) -> str | None:
+    """The sample table a workflow job was given (input ``contrastive_samples``), if any."""
+    paths = list(getattr(job_input, "contrastive_samples", None) or [])
+    return paths[0] if paths else None
 
-    from monoscope.data import DataConfig, DigitsSource, InMemoryDataset, make_sample_table
 
-    data_config = DataConfig(
+def _digits_config(config: ContrastiveDataConfig):
+    from monoscope.data import DataConfig
+
+    return DataConfig(
         name="digits",
         image_size=config.image_size,
         test_fraction=config.test_fraction,
         seed=config.seed,
     )
-    table, classes = make_sample_table(data_config)
+
+
+def digits_sample_table(config: ContrastiveDataConfig) -> tuple[pd.DataFrame, list[str]]:
+    """The digits' sample table (``sample_id``, ``label``, ``split``) and class names,
+    split as :func:`monoscope.data.make_sample_table` does (scikit-learn's stratified
+    split, seeded)."""
+    from monoscope.data import make_sample_table
+
+    return make_sample_table(_digits_config(config))
+
+
+def _digits_split(
+    config: ContrastiveDataConfig, train: bool, samples: str | Path | None = None
+) -> tuple[Dataset, list[str]]:
+    """scikit-learn's digits, upsampled, in the split of ``samples`` or drawn here."""
+    import torch.nn.functional as F
+
+    from monoscope.data import DigitsSource, InMemoryDataset, read_sample_table
+
+    data_config = _digits_config(config)
+    source = DigitsSource(data_config)
+    if samples is None:
+        table, classes = digits_sample_table(config)
+    else:
+        table, classes = read_sample_table(samples), list(source.classes)
+        missing = {"sample_id", "label", "split"} - set(table.columns)
+        if missing:
+            raise ValueError(f"{samples} is not a sample table: it lacks {sorted(missing)}")
     rows = table[table["split"] == ("train" if train else "test")]
     ids = torch.as_tensor(rows["sample_id"].to_numpy().copy(), dtype=torch.int64)
-    source = DigitsSource(data_config)
     size = config.image_size
     # All at once: the digits are small, and one interpolation call is what
     # DigitsSource.load does per image.
