@@ -1,8 +1,7 @@
 """Per-job costs that every Snakemake job or figure pays, each against the simple way in
 the same run: importing torchvision (with and without compat adapter 2's deferred
 TorchDynamo import), reading the demo digits (the shipped file against
-``sklearn.datasets.load_digits``), one CPU training step (channels-last against
-contiguous, one thread), a UMAP fit (numba's kernels compiled against cached,
+``sklearn.datasets.load_digits``), a UMAP fit (numba's kernels compiled against cached,
 compat adapter 3), importing dcor (its own import against compat adapter 5's, both
 after a first import has filled numba's cache) and an optimizer's first step (torch's
 own wrappers, which import TorchDynamo, against compat adapter 6).
@@ -19,15 +18,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 import monoscope  # noqa: F401  (must precede any torchvision import)
-from monoscope.checkpoints import channels_last_on_cpu
-from monoscope.contrastive.models import resnet18_backbone
-from monoscope.models.demo import DemoCNN
 
 # Each snippet prints the seconds of the part it times (imports included).
 IMPORT_TORCHVISION = """
@@ -91,26 +86,10 @@ def median_of(code: str, repeats: int) -> float:
     return statistics.median(seconds_in_subprocess(code) for _ in range(repeats))
 
 
-def step_seconds(make_net, batch: torch.Tensor, channels_last: bool, steps: int) -> float:
-    """Mean seconds of one SGD step (forward, backward, update) after one warm-up step."""
-    torch.manual_seed(0)
-    net = make_net().train()
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
-    with channels_last_on_cpu(net) if channels_last else torch.enable_grad():
-        for index in range(steps + 1):
-            if index == 1:
-                start = time.perf_counter()
-            optimizer.zero_grad()
-            net(batch).float().square().mean().backward()
-            optimizer.step()
-    return (time.perf_counter() - start) / steps
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     parser.add_argument("--repeats", type=int, default=3, help="subprocesses per import timing")
-    parser.add_argument("--steps", type=int, default=20, help="training steps timed per model")
     args = parser.parse_args()
     torch.set_num_threads(1)
     rows = []
@@ -126,21 +105,6 @@ def main() -> None:
         fast = median_of(code.format(plain=False), args.repeats)
         rows.append((name, plain, fast))
 
-    generator = torch.Generator().manual_seed(0)
-    models = (
-        ("train step, demo CNN, 64 x 32 px (contiguous / channels-last)", DemoCNN, (64, 3, 32, 32)),
-        (
-            "train step, ResNet-18 width 16, 256 x 16 px (contiguous / channels-last)",
-            lambda: resnet18_backbone(True, 16),
-            (256, 3, 16, 16),
-        ),
-    )
-    for name, make_net, shape in models:
-        batch = torch.rand(*shape, generator=generator)
-        plain = step_seconds(make_net, batch, False, args.steps)
-        fast = step_seconds(make_net, batch, True, args.steps)
-        rows.append((name, plain, fast))
-
     with tempfile.TemporaryDirectory() as cache:  # an empty numba cache: first compiles
         env = dict(os.environ, NUMBA_CACHE_DIR=cache)
         compiled = seconds_in_subprocess(UMAP_FIT, env)
@@ -152,7 +116,7 @@ def main() -> None:
     (args.out / "startup.json").write_text(json.dumps(records, indent=2) + "\n")
     lines = [
         "Per-job costs, seconds (median of "
-        f"{args.repeats} processes for imports; mean of {args.steps} steps; one thread): "
+        f"{args.repeats} processes for imports; one thread): "
         "the simple way against monoscope's, measured in the same run "
         f"(torch {torch.__version__}).",
         "",

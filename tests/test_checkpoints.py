@@ -3,7 +3,6 @@ gained a checkpoint with it (the demo network, finetuning)."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -244,35 +243,3 @@ def test_finetuning_resumes_bit_for_bit(tmp_path, monkeypatch):
     for key, value in classifier.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[key]), key
     assert resumed_record == record
-
-
-def test_channels_last_on_cpu_changes_the_layout_only_inside_and_not_the_step():
-    from monoscope.checkpoints import channels_last_on_cpu
-
-    def conv_net():
-        torch.manual_seed(0)
-        return torch.nn.Sequential(
-            torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU(), torch.nn.Flatten()
-        )
-
-    images = torch.randn(4, 3, 6, 6)
-    plain, fast = conv_net(), conv_net()
-    weight = fast[0].weight
-    for net in (plain, fast):
-        optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-        context = channels_last_on_cpu(net) if net is fast else contextlib.nullcontext()
-        with context:
-            if net is fast:
-                assert weight.is_contiguous(memory_format=torch.channels_last)
-                assert not weight.is_contiguous()
-            for _ in range(2):
-                optimizer.zero_grad()
-                net(images).square().mean().backward()
-                optimizer.step()
-    assert fast[0].weight is weight and weight.is_contiguous()  # same parameter, plain layout
-    for a, b in zip(plain.state_dict().values(), fast.state_dict().values(), strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-
-    linear = torch.nn.Linear(3, 2)  # no 4-D weights: nothing to change
-    with channels_last_on_cpu(linear):
-        assert linear.weight.is_contiguous()

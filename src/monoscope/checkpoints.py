@@ -25,7 +25,6 @@ metadata):
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -272,96 +271,69 @@ def train_epochs(
     -------
     The history: one record per epoch of the whole run (those before a resume included).
     """
-    with channels_last_on_cpu(model):
-        epochs, seed = int(config.epochs), int(config.seed)
-        start_epoch, step, history = 0, 0, []
-        if checkpoint is not None and Path(checkpoint).exists():
-            start_epoch, step, history = load_checkpoint(
-                checkpoint, kind, model, optimizer, config, extra
-            )
-            if step != start_epoch * steps_per_epoch:
-                raise ValueError(
-                    f"checkpoint {checkpoint} has {step} steps for {start_epoch} epochs, but this "
-                    f"data set gives {steps_per_epoch} steps per epoch; is it the same data set?"
-                )
-            log.info("%s: resuming from %s after epoch %d", desc, checkpoint, start_epoch)
-        bar = tqdm(
-            total=epochs * steps_per_epoch,
-            initial=step,
-            desc=desc,
-            unit="step",
-            disable=not progress,
-            **progress_kwargs(),
+    epochs, seed = int(config.epochs), int(config.seed)
+    start_epoch, step, history = 0, 0, []
+    if checkpoint is not None and Path(checkpoint).exists():
+        start_epoch, step, history = load_checkpoint(
+            checkpoint, kind, model, optimizer, config, extra
         )
-        with bar:
-            for index in range(start_epoch, epochs):
-                started = time.perf_counter()
-                model.train()
-                epoch = Epoch(index, step, seed, bar)
-                metrics = run_epoch(epoch)
-                step = epoch.step
-                loss = metrics.get("loss")
-                if diverged_hint is not None and loss is not None and not math.isfinite(loss):
-                    raise FloatingPointError(
-                        f"{desc} diverged in epoch {index + 1} (loss {loss}); {diverged_hint}"
-                    )
-                record = {"epoch": index + 1, **metrics, "seconds": time.perf_counter() - started}
-                history.append(record)
-                shown = {
-                    key: f"{metrics[key]:.4g}"
-                    for key in ("loss", "dead_fraction")
-                    if key in metrics
-                }
-                bar.set_postfix(shown)
-                log.info(
-                    "%s epoch %d/%d: %s",
-                    desc,
-                    index + 1,
-                    epochs,
-                    ", ".join(
-                        f"{key} {value:.5g}"
-                        for key, value in metrics.items()
-                        if isinstance(value, float)
-                    ),
+        if step != start_epoch * steps_per_epoch:
+            raise ValueError(
+                f"checkpoint {checkpoint} has {step} steps for {start_epoch} epochs, but this "
+                f"data set gives {steps_per_epoch} steps per epoch; is it the same data set?"
+            )
+        log.info("%s: resuming from %s after epoch %d", desc, checkpoint, start_epoch)
+    bar = tqdm(
+        total=epochs * steps_per_epoch,
+        initial=step,
+        desc=desc,
+        unit="step",
+        disable=not progress,
+        **progress_kwargs(),
+    )
+    with bar:
+        for index in range(start_epoch, epochs):
+            started = time.perf_counter()
+            model.train()
+            epoch = Epoch(index, step, seed, bar)
+            metrics = run_epoch(epoch)
+            step = epoch.step
+            loss = metrics.get("loss")
+            if diverged_hint is not None and loss is not None and not math.isfinite(loss):
+                raise FloatingPointError(
+                    f"{desc} diverged in epoch {index + 1} (loss {loss}); {diverged_hint}"
                 )
-                if checkpoint is not None:
-                    save_checkpoint(
-                        checkpoint,
-                        kind,
-                        model,
-                        optimizer,
-                        config,
-                        index + 1,
-                        step,
-                        history,
-                        extra,
-                        rebuild,
-                    )
-        return history
-
-
-@contextlib.contextmanager
-def channels_last_on_cpu(model: torch.nn.Module):
-    """Keep a CPU model's 4-D weights channels-last inside the block, contiguous after.
-
-    On the CPU, convolutions train faster channels-last (oneDNN's layout);
-    ``benchmarks/bench_startup.py`` measures the step of the demo CNN and of the
-    contrastive ResNet-18 against contiguous (``make bench``, quoted in the README). Only
-    the layout changes, not the values: parameters stay the same objects (an optimizer
-    built before keeps working), checkpoints and model files are written contiguous
-    (:func:`monoscope.io.save_tensors`), and training stays deterministic for a seed.
-    Other devices and models without 4-D weights are left as they are.
-    """
-    convolutional = any(p.dim() == 4 for p in model.parameters())
-    on_cpu = all(p.device.type == "cpu" for p in model.parameters())
-    if not (convolutional and on_cpu):
-        yield
-        return
-    model.to(memory_format=torch.channels_last)
-    try:
-        yield
-    finally:
-        model.to(memory_format=torch.contiguous_format)
+            record = {"epoch": index + 1, **metrics, "seconds": time.perf_counter() - started}
+            history.append(record)
+            shown = {
+                key: f"{metrics[key]:.4g}" for key in ("loss", "dead_fraction") if key in metrics
+            }
+            bar.set_postfix(shown)
+            log.info(
+                "%s epoch %d/%d: %s",
+                desc,
+                index + 1,
+                epochs,
+                ", ".join(
+                    f"{key} {value:.5g}"
+                    for key, value in metrics.items()
+                    if isinstance(value, float)
+                ),
+            )
+            if checkpoint is not None:
+                save_checkpoint(
+                    checkpoint,
+                    kind,
+                    model,
+                    optimizer,
+                    config,
+                    index + 1,
+                    step,
+                    history,
+                    extra,
+                    rebuild,
+                )
+    return history
 
 
 def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
