@@ -138,6 +138,7 @@ def test_paper_configs_dry_run(repo, tmp_path):
             check_contrastive_plan(config["contrastive"], counts, experiment.name)
         else:
             assert "pretrain_contrastive" not in counts, experiment.name
+            assert "prepare_contrastive_data" not in counts, experiment.name
         if "equivariant" in branches:
             check_equivariant_plan(config["equivariant"], counts, experiment.name)
         else:

@@ -37,7 +37,7 @@ if CONTRASTIVE["sae"]["k"] > CONTRASTIVE["sae"]["num_features"]:
 def contrastive_samples():
     """The digits' sample table, drawn once by prepare_contrastive_data so that no job
     imports scikit-learn to draw the split again; other data sets come split."""
-    if CONTRASTIVE["data"]["name"] == "digits":
+    if "contrastive" in BRANCHES and CONTRASTIVE["data"]["name"] == "digits":
         return [out("contrastive/data/samples.csv")]
     return []
 
