@@ -31,8 +31,8 @@
    which numpy 2 removed. We hand ``crp.helper`` a numpy proxy that has ``int``; the
    global numpy module is left untouched.
 
-5. dcor compiles its numba kernels on every import (about 7 s, most of an evaluation
-   job), although it asks numba to cache them: two of its kernels are closures over other
+5. dcor compiles its numba kernels on every import (most of an evaluation job;
+   ``benchmarks/bench_startup.py`` measures its import both ways), although it asks numba to cache them: two of its kernels are closures over other
    jitted functions, and numba keys a closure's cache entry on the pickled closure
    cells, where each jitted function pickles with a fresh random uuid. Every process
    misses the cache, compiles again and adds a file to dcor's ``__pycache__``.
@@ -41,8 +41,8 @@
    compiles. The compiled code is the same; only the cache lookup changes.
 
 6. torch.optim's start-up cost: an optimizer's ``__init__``, ``zero_grad`` and ``step``
-   each begin with ``import torch._dynamo`` (1.5 s, most of a short training job's
-   start-up), only to tell TorchDynamo not to trace them and to break its graph, both
+   each begin with ``import torch._dynamo`` (most of a short training job's start-up;
+   ``benchmarks/bench_startup.py`` measures the first step both ways), only to tell TorchDynamo not to trace them and to break its graph, both
    of which mean nothing until TorchDynamo is loaded: nothing can be compiling before.
    :func:`defer_optimizer_dynamo_import` makes both wait for TorchDynamo to be loaded
    by someone else (``torch.compile``): the methods run as they are until then, and
@@ -257,21 +257,22 @@ def _stable_cell(value) -> bytes:
     if not isinstance(function, types.FunctionType):
         return dumps(value)
     code = hashlib.sha256(function.__code__.co_code).hexdigest()
-    cells = b"".join(_stable_cell(cell.cell_contents) for cell in function.__closure__ or ())
     kind = "jitted" if isinstance(value, Dispatcher) else "python"
     name = f"{kind}:{function.__module__}.{function.__qualname__}:{code}("
-    return name.encode() + cells + b")"
+    return name.encode() + _stable_cells(function) + b")"
+
+
+def _stable_cells(function) -> bytes:
+    """A function's closure cells, each as :func:`_stable_cell` gives it."""
+    return b"".join(_stable_cell(cell.cell_contents) for cell in function.__closure__ or ())
 
 
 def _index_key_with_stable_cells(cache, sig, codegen):
     """numba's ``Cache._index_key`` with closure cells keyed by :func:`_stable_cell`."""
     function = cache._py_func
-    cells = b"".join(_stable_cell(cell.cell_contents) for cell in function.__closure__ or ())
-
-    def digest(data: bytes) -> str:
-        return hashlib.sha256(data).hexdigest()
-
-    return (sig, codegen.magic_tuple(), (digest(function.__code__.co_code), digest(cells)))
+    code, cells = function.__code__.co_code, _stable_cells(function)
+    digests = (hashlib.sha256(code).hexdigest(), hashlib.sha256(cells).hexdigest())
+    return (sig, codegen.magic_tuple(), digests)
 
 
 def _dynamo() -> types.ModuleType | None:
