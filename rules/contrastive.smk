@@ -113,23 +113,27 @@ rule contrastive_features:
         "../workflow/scripts/contrastive_features.py"
 
 
-# Finetuning is the costly probe (a whole backbone per cell): one job per setting, so a
-# cluster runs them side by side. The frozen probes take seconds per setting, less than a
-# job's start: contrastive_frozen_probes runs every setting of both of them in one job per
-# representation.
-rule contrastive_probe:
+# Finetuning is the costly probe (a whole backbone per setting), yet on the demo a setting
+# takes seconds, about as long as a job's start (importing torch): one job per
+# representation runs every setting, as contrastive_frozen_probes does for the frozen
+# probes. Each setting draws from generators seeded from the params, so its result does
+# not depend on the settings run before it in the job.
+rule contrastive_finetune:
     input:
         unpack(contrastive_model_inputs),
         contrastive_samples=contrastive_samples(),
         features=out("contrastive/{representation}/features.safetensors"),
     output:
-        probes=out("contrastive/{representation}/probes/{probe}/{noise}_{level}.json"),
+        probes=expand(
+            out("contrastive/{{representation}}/probes/finetune/{setting}.json"),
+            setting=[f"{noise}_{level}" for noise, level in contrastive_settings()],
+        ),
     log:
-        out("logs/contrastive_probe/{representation}/{probe}/{noise}_{level}.log"),
+        out("logs/contrastive_finetune/{representation}.log"),
     benchmark:
-        out("benchmarks/contrastive_probe/{representation}/{probe}/{noise}_{level}.tsv")
+        out("benchmarks/contrastive_finetune/{representation}.tsv")
     wildcard_constraints:
-        probe="finetune",
+        representation="simclr|ncl",  # the SAE needs a frozen backbone
     conda:
         ENV
     threads: config["threads"]
@@ -138,16 +142,14 @@ rule contrastive_probe:
     params:
         torch_threads=config["threads"],  # fixed: results depend on it
         data=_sorted(CONTRASTIVE["data"]),
-        which=lambda wildcards: (
-            "projector"
-            if wildcards.representation == "sae"
-            else CONTRASTIVE["features"]
-        ),
+        which=lambda wildcards: CONTRASTIVE["features"],
         linear=_sorted(CONTRASTIVE["linear"]),
         selected_dims=CONTRASTIVE["selected"]["dims"],
         finetune=_sorted(CONTRASTIVE["finetune"]),
         batch_size=CONTRASTIVE["extract_batch_size"],
         seed=CONTRASTIVE["robustness"]["seed"],
+        probes=["finetune"],
+        settings=contrastive_settings(),
         device=config["device"],
     script:
         "../workflow/scripts/contrastive_probe.py"

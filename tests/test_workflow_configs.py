@@ -176,12 +176,11 @@ def check_contrastive_plan(section, counts, name):
     digits = section["data"].get("name", "digits") == "digits"
     assert counts.get("prepare_contrastive_data", 0) == int(digits), name
     representations = methods + 1
-    settings = 1 + sum(len(levels) for levels in section["robustness"].values())
     probes = section["probes"]
-    # Finetuning: one job per setting (not of the SAE); the frozen probes: one job per
-    # representation runs both.
+    # One job per representation runs every setting: finetuning (not of the SAE), and
+    # both frozen probes.
     finetune = methods if "finetune" in probes else 0
-    assert counts.get("contrastive_probe", 0) == finetune * settings, name
+    assert counts.get("contrastive_finetune", 0) == finetune, name
     frozen = any(probe != "finetune" for probe in probes)
     assert counts.get("contrastive_frozen_probes", 0) == representations * frozen, name
     assert counts["contrastive_features"] == representations, name

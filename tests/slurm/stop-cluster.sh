@@ -11,6 +11,12 @@ for daemon in ${started}; do
   pkill -x "${daemon}" 2>/dev/null || true
 done
 rm -f "${marker}"
+# Remove the configuration start-cluster.sh wrote once its controller is stopped: while a
+# slurm.conf names a controller that does not answer, every later Snakemake start waits
+# about 9 s, since the SLURM executor plugin runs `scontrol show config` when imported.
+if grep -qx slurmctld <<< "${started}" && grep -q "Written by monoscope" /etc/slurm/slurm.conf 2>/dev/null; then
+  rm -f /etc/slurm/slurm.conf /etc/slurm/gres.conf
+fi
 running() {
   for daemon in ${started} slurmscriptd; do
     pgrep -x "${daemon}" >/dev/null && return 0

@@ -1,5 +1,5 @@
-"""Probes of one representation under noise: one finetuning cell (rule contrastive_probe)
-or every setting of every frozen probe (rule contrastive_frozen_probes)."""
+"""Probes of one representation under noise: every setting of finetuning (rule
+contrastive_finetune) or of both frozen probes (rule contrastive_frozen_probes)."""
 
 from monoscope.config import from_mapping
 from monoscope.contrastive.data import (
@@ -20,12 +20,9 @@ from monoscope.logs import start_job
 start_job(snakemake)
 params, wildcards = snakemake.params, snakemake.wildcards
 device = resolve_device(params.device)
-if "noise" in wildcards.keys():  # one cell
-    cells = [(wildcards.probe, wildcards.noise, wildcards.level)]
-    paths = [snakemake.output.probes]
-else:  # every setting of every probe, in the order of the declared outputs
-    cells = [(probe, noise, level) for probe in params.probes for noise, level in params.settings]
-    paths = list(snakemake.output.probes)
+# Every setting of every probe, in the order of the declared outputs.
+cells = [(probe, noise, level) for probe in params.probes for noise, level in params.settings]
+paths = list(snakemake.output.probes)
 model = load_representation(snakemake.input.model, snakemake.input.get("sae"), device)
 features, classes = load_feature_sets(snakemake.input.features)
 # Images are read only where a cell needs them: finetuning, and noise on test images.
