@@ -16,7 +16,7 @@ REAL_PHOTOS_TEST_SIZE = {
     "threads": 1,  # make test's other worker holds one core: no two-thread spin-waiting
     "data": {"image_size": 80, "resize": 96},
     "figures": {"neurons": [580, 1211, 1372]},
-    "crops": {"size": 64},
+    "crops": {"size": 64, "batch_size": 48},  # rows per LRP pass (crops do not depend on it)
     "embedders": {"vgg": {"image_size": 80}},
     "sae": {"max_units": 2},
 }
