@@ -25,7 +25,7 @@ def test_default_config_is_valid_and_gets_defaults(schema, default_config):
     assert default_config["references"]["relmax_target"] == "label"
     assert default_config["references"]["layers"] is None
     assert default_config["data"]["max_samples"] is None
-    assert default_config["demo"]["judge"]["epochs"] == 12
+    assert default_config["demo"]["judge"]["epochs"] == 8  # the file's value survives defaults
 
 
 def test_empty_config_gets_every_default(schema):
