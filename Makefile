@@ -18,7 +18,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.monoscope-installed
 # Local runs never talk to SLURM, but Snakemake imports the SLURM executor plugin at every
 # start, and the plugin runs `scontrol show config`: where a slurm.conf names a controller
-# that is down (a stopped test cluster), that waits about 9 s per start. An empty
+# that is down (a stopped test cluster), that waits for scontrol's timeout. An empty
 # configuration makes scontrol fail at once; jobs and results are unaffected.
 LOCAL := SLURM_CONF=/dev/null
 

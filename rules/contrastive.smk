@@ -124,10 +124,7 @@ rule contrastive_finetune:
         contrastive_samples=contrastive_samples(),
         features=out("contrastive/{representation}/features.safetensors"),
     output:
-        probes=expand(
-            out("contrastive/{{representation}}/probes/finetune/{setting}.json"),
-            setting=[f"{noise}_{level}" for noise, level in contrastive_settings()],
-        ),
+        probes=contrastive_probe_outputs("{representation}", ["finetune"]),
     log:
         out("logs/contrastive_finetune/{representation}.log"),
     benchmark:
@@ -142,9 +139,8 @@ rule contrastive_finetune:
     params:
         torch_threads=config["threads"],  # fixed: results depend on it
         data=_sorted(CONTRASTIVE["data"]),
-        which=lambda wildcards: CONTRASTIVE["features"],
-        linear=_sorted(CONTRASTIVE["linear"]),
-        selected_dims=CONTRASTIVE["selected"]["dims"],
+        # No linear-probe settings: a change to them must not rerun finetuning.
+        which=CONTRASTIVE["features"],
         finetune=_sorted(CONTRASTIVE["finetune"]),
         batch_size=CONTRASTIVE["extract_batch_size"],
         seed=CONTRASTIVE["robustness"]["seed"],
@@ -161,11 +157,7 @@ rule contrastive_frozen_probes:
         contrastive_samples=contrastive_samples(),
         features=out("contrastive/{representation}/features.safetensors"),
     output:
-        probes=expand(
-            out("contrastive/{{representation}}/probes/{probe}/{setting}.json"),
-            probe=CONTRASTIVE_FROZEN_PROBES,
-            setting=[f"{noise}_{level}" for noise, level in contrastive_settings()],
-        ),
+        probes=contrastive_probe_outputs("{representation}", CONTRASTIVE_FROZEN_PROBES),
     log:
         out("logs/contrastive_frozen_probes/{representation}.log"),
     benchmark:

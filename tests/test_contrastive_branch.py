@@ -294,6 +294,28 @@ def test_finetune_cell_runs_on_images(blobs):
     assert 0.0 <= record["accuracy"] <= 1.0 and record["probe"] == "finetune"
 
 
+def test_finetune_cell_does_not_depend_on_the_cells_before_it(blobs):
+    """rule contrastive_finetune runs every setting in one process: a setting's result
+    must equal the one it gets alone (its generators are seeded from the params)."""
+    from monoscope.contrastive.probes import FinetuneConfig
+
+    train, test = blobs
+    model = small_model()
+    config = FinetuneConfig(epochs=1, batch_size=14)
+
+    def clean():
+        return probe_under_noise(
+            model, "finetune", "clean", 0, train, test, None, None, 3, finetune_config=config
+        )["accuracy"]
+
+    alone = clean()
+    probe_under_noise(
+        model, "finetune", "label", 0.4, train, test, None, None, 3, finetune_config=config
+    )
+    torch.rand(7)  # the global generator moved, as other code in the job may move it
+    assert clean() == alone
+
+
 def test_bad_settings_fail_clearly(blobs, clean_features):
     train, test = blobs
     model, train_f, test_f = clean_features

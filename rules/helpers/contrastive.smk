@@ -52,14 +52,30 @@ def contrastive_settings():
     return settings
 
 
+def contrastive_probe_outputs(representation, probes):
+    """The results of ``probes`` over every setting, probe by probe: the order in which
+    workflow/scripts/contrastive_probe.py writes them. ``representation`` may be the
+    wildcard ``"{representation}"``."""
+    return [
+        out(f"contrastive/{representation}/probes/{probe}/{noise}_{level}.json")
+        for probe in probes
+        for noise, level in contrastive_settings()
+    ]
+
+
 def contrastive_probe_files():
     """One result per (representation, probe, setting); finetuning skips the SAE."""
     return [
-        out(f"contrastive/{representation}/probes/{probe}/{noise}_{level}.json")
+        path
         for representation in CONTRASTIVE_REPRESENTATIONS
-        for probe in CONTRASTIVE["probes"]
-        if probe != "finetune" or representation != "sae"
-        for noise, level in contrastive_settings()
+        for path in contrastive_probe_outputs(
+            representation,
+            [
+                probe
+                for probe in CONTRASTIVE["probes"]
+                if probe != "finetune" or representation != "sae"
+            ],
+        )
     ]
 
 

@@ -12,8 +12,8 @@ for daemon in ${started}; do
 done
 rm -f "${marker}"
 # Remove the configuration start-cluster.sh wrote once its controller is stopped: while a
-# slurm.conf names a controller that does not answer, every later Snakemake start waits
-# about 9 s, since the SLURM executor plugin runs `scontrol show config` when imported.
+# slurm.conf names a controller that does not answer, every later Snakemake start waits for
+# scontrol's timeout, since the SLURM executor plugin runs `scontrol show config` when imported.
 if grep -qx slurmctld <<< "${started}" && grep -q "Written by monoscope" /etc/slurm/slurm.conf 2>/dev/null; then
   rm -f /etc/slurm/slurm.conf /etc/slurm/gres.conf
 fi

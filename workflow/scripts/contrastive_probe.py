@@ -32,9 +32,13 @@ samples = contrastive_samples(snakemake.input)
 train_ds = load_contrastive_split(data, True, samples)[0] if finetuning else None
 noisy_inputs = any(noise in ("gaussian", "uniform") for _, noise, _ in cells)
 test_ds = load_contrastive_split(data, False, samples)[0] if finetuning or noisy_inputs else None
-probe_config = from_mapping(LinearProbeConfig, params.linear)
-finetune = params.get("finetune")  # only the finetuning rule has it
-finetune_config = from_mapping(FinetuneConfig, finetune) if finetune else None
+# Each rule passes only its own probes' settings (a change to the others reruns nothing).
+options = {}
+if "linear" in params.keys():  # contrastive_frozen_probes
+    options["probe_config"] = from_mapping(LinearProbeConfig, params.linear)
+    options["selected_dims"] = params.selected_dims
+if "finetune" in params.keys():  # contrastive_finetune
+    options["finetune_config"] = from_mapping(FinetuneConfig, params.finetune)
 # Every probe draws from its own generators seeded from the params, so a cell's result
 # does not depend on the cells run before it in the job.
 for (probe, noise, level), path in zip(cells, paths, strict=True):
@@ -48,12 +52,10 @@ for (probe, noise, level), path in zip(cells, paths, strict=True):
         features["train"],
         features["test"],
         num_classes=len(classes),
-        probe_config=probe_config,
-        finetune_config=finetune_config,
-        selected_dims=params.selected_dims,
         which=params.which,
         batch_size=params.batch_size,
         seed=params.seed,
         device=device,
+        **options,
     )
     write_json(path, {"representation": wildcards.representation, **record})
