@@ -51,3 +51,15 @@ rule all:
     default_target: True
     input:
         all_targets(),
+
+
+onstart:
+    start_job_server()
+
+
+onsuccess:
+    stop_job_server()
+
+
+onerror:
+    stop_job_server()

@@ -136,3 +136,42 @@ def all_targets():
     if "equivariant" in BRANCHES:
         targets += equivariant_targets()
     return targets
+
+
+# The local job server (config job_server, src/monoscope/jobserver.py): jobs start as forks
+# of one process that imported torch once. Started by the Snakefile's onstart, stopped by
+# onsuccess/onerror (and it stops by itself when Snakemake ends any other way).
+JOB_SERVERS = []
+
+
+def start_job_server():
+    """Start the job server for this run, when it is local and asks for one."""
+    import shlex
+    import sys
+
+    from snakemake.shell import shell
+
+    local = workflow.local_exec and not (workflow.remote_exec or workflow.subprocess_exec)
+    plain = not workflow.deployment_settings.deployment_method  # no conda, no containers
+    if not (config["job_server"] and local and plain and sys.platform == "linux"):
+        return
+    from monoscope import jobserver
+
+    server = jobserver.start(
+        scripts_dir=os.path.join(workflow.basedir, "workflow", "scripts"),
+        # What Snakemake's shell exports for every job here (rules take config threads).
+        threads=min(config["threads"], workflow.cores),
+        log_path=out("logs/job_server.log"),
+    )
+    JOB_SERVERS.append(server)
+    client = os.path.join(workflow.basedir, "workflow", "job_client.py")
+    command = f"{shlex.quote(sys.executable)} {shlex.quote(client)} "
+    # Snakemake's own prefix ("set -euo pipefail; " under bash) stays in front; a private
+    # method, so tests/test_jobserver.py runs a workflow through the prefix.
+    prefix = shell._get_process_prefix() + command
+    shell.prefix(prefix.replace("{", "{{").replace("}", "}}"))
+
+
+def stop_job_server():
+    while JOB_SERVERS:
+        JOB_SERVERS.pop().stop()

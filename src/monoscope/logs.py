@@ -37,7 +37,11 @@ def start_job(job) -> None:
 
     setup_logging(job.log[0])
     torch.set_num_threads(int(job.params.torch_threads))
-    logging.getLogger(__name__).info("torch CPU threads: %d", torch.get_num_threads())
+    logger = logging.getLogger(__name__)
+    logger.info("torch CPU threads: %d", torch.get_num_threads())
+    server = os.environ.get("MONOSCOPE_JOB_SERVED_BY")  # monoscope.jobserver.SERVED_VARIABLE
+    if server:
+        logger.info("started as a fork of the job server (pid %s)", server)
 
 
 def progress_kwargs() -> dict:

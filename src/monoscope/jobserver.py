@@ -1,0 +1,547 @@
+"""A local job server: workflow jobs start as forks of one process that imported torch once.
+
+Every rule runs a Python script (``script:``), and Snakemake starts each one as a new
+interpreter that imports torch, torchvision, scikit-learn and monoscope again: about 2 to
+3 s of CPU per job, a third of the demo's work and more of the test suite's. On a local
+run (not SLURM: there a job is minutes long and runs on another machine) the Snakefile's
+``onstart`` hook starts this server, which imports what the workflow scripts import
+(:func:`preload_modules`) and then waits on a Unix socket. Snakemake's shell prefix makes
+every job command ``python workflow/job_client.py <the job's command>``; the client sends
+the command, its working directory, its environment and its stdin/stdout/stderr to the
+server, which forks a worker that runs the script with them and reports its exit status.
+A worker is a fresh process for everything the job does (its own RNG state, module
+state, torch threads); only the imported modules are shared, and they are the same ones
+the script would have imported.
+
+The server serves a job only when the fork is the same as a fresh interpreter:
+
+- the command is ``<this interpreter> <script.py> [args]``;
+- the job's environment equals the server's, except for the variables listed in
+  :data:`PER_JOB_VARIABLES` (read when used, not at import): thread counts such as
+  ``OMP_NUM_THREADS`` are read by the libraries when they load, so a job with other
+  thread counts is not served;
+- the server has a single thread (forking a process with running threads is unsafe; the
+  server is started with the jobs' thread counts, which keep numerical libraries from
+  starting pools at import when they are 1).
+
+Otherwise the client runs the command itself, as Snakemake would have, and the server's
+log says why. A worker dies with the server (``PR_SET_PDEATHSIG``) and is killed when its
+client goes away (Snakemake cancelling the job); the server exits when Snakemake does.
+
+Cost: Snakemake's ``benchmark:`` files measure the client, so their wall time is right
+but their memory and CPU columns are not the job's; set ``job_server: false`` (config) to
+measure those.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import atexit
+import ctypes
+import importlib
+import json
+import logging
+import os
+import selectors
+import shlex
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+#: The environment variable that tells a job client where the server listens.
+SOCKET_VARIABLE = "MONOSCOPE_JOB_SERVER"
+#: Set in a worker's environment (to the server's pid): the job was served.
+SERVED_VARIABLE = "MONOSCOPE_JOB_SERVED_BY"
+#: Environment variables that may differ between the server and a job: Snakemake sets the
+#: temporary folder per job, which Python reads when it is first used, and the shell that
+#: runs the job command sets its own bookkeeping (the worker takes the job's values).
+PER_JOB_VARIABLES = frozenset(
+    {"TMPDIR", "TMP", "TEMP", "TEMPDIR", "_", "PWD", "OLDPWD", "SHLVL", SERVED_VARIABLE}
+)
+#: The thread-count variables Snakemake sets for every job (snakemake.shell).
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "GOTO_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+#: What the preamble of a Snakemake script imports, besides the script's own imports.
+SNAKEMAKE_MODULES = ("snakemake.logging", "snakemake.iocontainers", "snakemake.script")
+_HEADER = struct.Struct("!I")  # every message: a 4-byte length, then JSON
+_POLL_SECONDS = 0.02  # how often the server looks for ended workers and a gone parent
+_PR_SET_PDEATHSIG = 1
+
+
+# ----------------------------------------------------------------------------- messages
+
+
+def send_message(sock: socket.socket, message: Mapping, fds: Iterable[int] = ()) -> None:
+    """Send one length-prefixed JSON message, with file descriptors when given."""
+    data = json.dumps(message).encode()
+    payload = _HEADER.pack(len(data)) + data
+    fds = list(fds)
+    if fds:
+        sent = socket.send_fds(sock, [payload], fds)
+        payload = payload[sent:]
+    if payload:
+        sock.sendall(payload)
+
+
+def receive_message(sock: socket.socket, max_fds: int = 0) -> tuple[dict | None, list[int]]:
+    """One message and the descriptors that came with it; ``(None, [])`` at end of stream."""
+    buffer, fds = b"", []
+    while len(buffer) < _HEADER.size or len(buffer) < _HEADER.size + _length(buffer):
+        if max_fds and not fds:
+            chunk, new_fds, _, _ = socket.recv_fds(sock, 1 << 16, max_fds)
+            fds.extend(new_fds)
+        else:
+            chunk = sock.recv(1 << 16)
+        if not chunk:
+            for fd in fds:
+                os.close(fd)
+            return None, []
+        buffer += chunk
+    size = _length(buffer)
+    return json.loads(buffer[_HEADER.size : _HEADER.size + size]), fds
+
+
+def _length(buffer: bytes) -> int:
+    return _HEADER.unpack(buffer[: _HEADER.size])[0] if len(buffer) >= _HEADER.size else 0
+
+
+# ------------------------------------------------------------------------------ preload
+
+
+def preload_modules(scripts: Iterable[str | os.PathLike]) -> list[str]:
+    """The absolute imports of the given scripts, sorted, plus what Snakemake's preamble
+    imports: what a job would import, so that a worker finds it imported."""
+    modules = set(SNAKEMAKE_MODULES)
+    for script in scripts:
+        tree = ast.parse(Path(script).read_text(), filename=str(script))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                modules.add(node.module)
+            elif isinstance(node, ast.Import):
+                modules.update(alias.name for alias in node.names)
+    return sorted(modules)
+
+
+def thread_count() -> int:
+    """The threads of this process (Linux); 1 where that cannot be read."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return 1
+
+
+# ------------------------------------------------------------------------------- server
+
+
+class JobServer:
+    """Accepts job requests on ``socket_path`` and runs each in a forked worker."""
+
+    def __init__(self, socket_path: str, parent_pid: int) -> None:
+        self.socket_path = socket_path
+        self.parent_pid = parent_pid
+        self.environment = dict(os.environ)
+        self.python = os.path.realpath(sys.executable)
+        self.refusal: str | None = None  # why no job can be served, if none can
+        self.workers: dict[int, socket.socket] = {}  # pid -> the client's connection
+        self.selector = selectors.DefaultSelector()
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(socket_path)
+        self.listener.listen(64)  # clients wait in the backlog while modules load
+        self.served = self.declined = 0
+
+    def preload(self, modules: Iterable[str]) -> None:
+        """Import ``modules``; a module that fails to import is left to the jobs."""
+        started = time.perf_counter()
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception as error:  # noqa: BLE001 (the job will raise it, in its log)
+                log.warning("not preloaded: %s (%s: %s)", name, type(error).__name__, error)
+        threads = thread_count()
+        if threads > 1:
+            self.refusal = (
+                f"the server has {threads} threads after importing the modules (a library "
+                "started a thread pool); forking it would not be safe"
+            )
+            log.warning("serving no job: %s", self.refusal)
+        log.info(
+            "preloaded in %.1f s; listening on %s", time.perf_counter() - started, self.socket_path
+        )
+
+    def refuse_reason(self, request: Mapping) -> str | None:
+        """Why the request cannot run as a fork of this server; ``None`` if it can."""
+        if self.refusal:
+            return self.refusal
+        argv = request.get("argv") or []
+        if len(argv) < 2 or not argv[1].endswith(".py"):
+            return f"not a Python script command: {shlex.join(argv)}"
+        if os.path.realpath(shutil_which(argv[0], request.get("environment", {}))) != self.python:
+            return f"another interpreter: {argv[0]} (the server runs {self.python})"
+        environment = request.get("environment", {})
+        keys = (set(environment) | set(self.environment)) - PER_JOB_VARIABLES
+        differing = sorted(k for k in keys if environment.get(k) != self.environment.get(k))
+        if differing:
+            return "the job's environment differs from the server's in " + ", ".join(differing)
+        return None
+
+    def serve_forever(self) -> None:
+        self.selector.register(self.listener, selectors.EVENT_READ, None)
+        while True:
+            if os.getppid() != self.parent_pid:
+                log.info("Snakemake (pid %d) has ended; stopping", self.parent_pid)
+                return
+            for key, _ in self.selector.select(_POLL_SECONDS):
+                if key.fileobj is self.listener:
+                    self._accept()
+                else:  # a client's connection is readable: it went away
+                    self._client_gone(key.data)
+            self._reap()
+
+    def _accept(self) -> None:
+        connection, _ = self.listener.accept()
+        connection.settimeout(10)
+        try:
+            request, fds = receive_message(connection, max_fds=3)
+        except (OSError, ValueError) as error:
+            log.warning("unreadable request: %s", error)
+            connection.close()
+            return
+        if request is None or len(fds) != 3:
+            for fd in fds:
+                os.close(fd)
+            connection.close()
+            return
+        reason = self.refuse_reason(request)
+        if reason is not None:
+            self.declined += 1
+            log.info("declined (the client runs it): %s", reason)
+            _send_quietly(connection, {"accepted": False, "reason": reason})
+            for fd in fds:
+                os.close(fd)
+            connection.close()
+            return
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        pid = os.fork()
+        if pid == 0:  # the worker
+            _run_worker(self, connection, request, fds)  # never returns
+        for fd in fds:
+            os.close(fd)
+        self.served += 1
+        self.workers[pid] = connection
+        self.selector.register(connection, selectors.EVENT_READ, pid)
+        log.info("job %d: %s", pid, shlex.join(request["argv"][1:]))
+        _send_quietly(connection, {"accepted": True, "pid": pid})
+
+    def _client_gone(self, pid: int) -> None:
+        # A client sends nothing after its request: readable means closed (it was killed,
+        # or Snakemake cancelled the job), so the job must not go on.
+        log.info("job %d: its client went away; killing it", pid)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        connection = self.workers.pop(pid)
+        self.selector.unregister(connection)
+        connection.close()
+        os.waitpid(pid, 0)
+
+    def _reap(self) -> None:
+        while self.workers:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            connection = self.workers.pop(pid, None)
+            if connection is None:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            log.info("job %d: exit status %d", pid, code)
+            self.selector.unregister(connection)
+            _send_quietly(connection, {"exit": code})
+            connection.close()
+
+    def shutdown(self) -> None:
+        for pid, connection in list(self.workers.items()):
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+            connection.close()
+        self.workers.clear()
+        self.listener.close()
+        try:
+            os.unlink(self.socket_path)
+        except FileNotFoundError:
+            pass
+        log.info("served %d jobs, declined %d", self.served, self.declined)
+
+
+def shutil_which(command: str, environment: Mapping[str, str]) -> str:
+    """``command`` as a path: itself when it has a slash, else looked up on the job's PATH."""
+    if os.sep in command:
+        return command
+    import shutil
+
+    return shutil.which(command, path=environment.get("PATH")) or command
+
+
+def _send_quietly(connection: socket.socket, message: Mapping) -> None:
+    try:
+        send_message(connection, message)
+    except OSError:
+        pass  # the client is gone; nothing is waiting for the answer
+
+
+def _run_worker(server: JobServer, connection: socket.socket, request: Mapping, fds) -> None:
+    """In the forked child: become the job's process, run its script, exit with its status."""
+    code = 1
+    try:
+        _die_with_parent()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        server.selector.close()
+        server.listener.close()
+        for other in server.workers.values():
+            other.close()
+        connection.close()
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+            os.close(fd)
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["environment"])
+        os.environ[SERVED_VARIABLE] = str(os.getppid())
+        tempfile.tempdir = None  # chosen again from this job's TMPDIR
+        script = request["argv"][1]
+        sys.argv = list(request["argv"][1:])
+        sys.path[0] = os.path.dirname(os.path.abspath(script))
+        code = _run_script(script)
+    except BaseException:  # noqa: BLE001 (a worker must never return into the server loop)
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001
+                pass
+        os._exit(code)
+
+
+def _run_script(script: str) -> int:
+    """Run ``script`` as ``__main__`` and return the exit status Python itself would give."""
+    import runpy
+
+    try:
+        runpy.run_path(script, run_name="__main__")
+        code = 0
+    except SystemExit as stop:
+        if stop.code is None:
+            code = 0
+        elif isinstance(stop.code, int):
+            code = stop.code
+        else:
+            print(stop.code, file=sys.stderr)
+            code = 1
+    except KeyboardInterrupt:
+        traceback.print_exc()
+        code = 128 + signal.SIGINT
+    except BaseException:  # noqa: BLE001 (printed as the interpreter would)
+        traceback.print_exc()
+        code = 1
+    atexit._run_exitfuncs()  # what the interpreter does at exit (logging, tqdm, ...)
+    return code
+
+
+def _die_with_parent() -> None:
+    """Have the kernel kill this worker when the server ends (Linux)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:  # the server ended before prctl took effect
+        os._exit(1)
+
+
+# ------------------------------------------------------------------------------- client
+
+
+def run_client(argv: list[str]) -> int:
+    """Run the job command ``argv`` through the server, or run it here.
+
+    Returns the job's exit status when the server ran it; otherwise replaces this process
+    with ``argv`` (so the job is exactly what Snakemake would have started).
+    """
+    if not argv:
+        print("monoscope job client: no command given", file=sys.stderr)
+        return 2
+    socket_path = os.environ.get(SOCKET_VARIABLE)
+    code = _run_on_server(socket_path, argv) if socket_path else None
+    if code is not None:
+        return code
+    os.execvp(argv[0], argv)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _run_on_server(socket_path: str, argv: list[str]) -> int | None:
+    """The job's exit status, or ``None`` when the server is absent or declines it."""
+    for fd in (0, 1, 2):  # a closed standard stream cannot be sent; /dev/null stands in
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.dup2(os.open(os.devnull, os.O_RDWR), fd)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(socket_path)
+        request = {"argv": argv, "cwd": os.getcwd(), "environment": dict(os.environ)}
+        send_message(sock, request, fds=(0, 1, 2))
+        reply, _ = receive_message(sock)  # waits while the server imports its modules
+    except OSError:
+        sock.close()
+        return None
+    if not reply or not reply.get("accepted"):
+        sock.close()
+        return None
+    # From here the worker runs the job. If Snakemake cancels it, this process ends (the
+    # signals' default actions), its socket closes and the server kills the worker.
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, signal.SIG_DFL)
+    try:
+        result, _ = receive_message(sock)
+    except OSError:
+        result = None
+    if result is None:
+        print(
+            f"monoscope job client: the job server ended before job {reply.get('pid')} "
+            "did (its log is results/<experiment>/logs/job_server.log)",
+            file=sys.stderr,
+        )
+        return 1
+    code = int(result["exit"])
+    if code < 0:  # the worker was killed by a signal: end the same way
+        signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+        return 128 - code
+    return code
+
+
+# ------------------------------------------------------------- the Snakefile's start/stop
+
+
+class RunningServer:
+    """The handle :func:`start` returns: the server's process and socket."""
+
+    def __init__(self, process: subprocess.Popen, socket_path: str, log_path: str) -> None:
+        self.process, self.socket_path, self.log_path = process, socket_path, log_path
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        try:
+            os.unlink(self.socket_path)
+        except FileNotFoundError:
+            pass
+        try:
+            os.rmdir(os.path.dirname(self.socket_path))
+        except OSError:
+            pass
+
+
+def server_environment(threads: int) -> dict[str, str]:
+    """The environment of a job with ``threads`` threads, as Snakemake's shell sets it."""
+    environment = dict(os.environ)
+    environment.update({name: str(threads) for name in THREAD_VARIABLES})
+    return environment
+
+
+def start(
+    scripts_dir: str | os.PathLike, threads: int, log_path: str | os.PathLike
+) -> RunningServer:
+    """Start a server for jobs with ``threads`` threads; its log goes to ``log_path``.
+
+    Sets :data:`SOCKET_VARIABLE` in this process's environment, which Snakemake's jobs
+    inherit. The socket lives in a new private folder under the system's temporary folder
+    (Unix socket paths are limited to about 100 characters).
+    """
+    folder = tempfile.mkdtemp(prefix="monoscope-jobs-")
+    socket_path = os.path.join(folder, "socket")
+    # Before the server's environment is taken: the jobs inherit it from Snakemake too.
+    os.environ[SOCKET_VARIABLE] = socket_path
+    os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
+    command = [
+        sys.executable,
+        "-m",
+        "monoscope.jobserver",
+        "--socket",
+        socket_path,
+        "--parent",
+        str(os.getpid()),
+        *sorted(str(path) for path in Path(scripts_dir).glob("*.py")),
+    ]
+    with open(log_path, "a") as log_file:
+        process = subprocess.Popen(
+            command,
+            env=server_environment(threads),
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    # Clients that come before the socket exists run their jobs themselves; wait briefly
+    # for it (binding comes before the imports, so this is a fraction of a second).
+    deadline = time.monotonic() + 10
+    while not os.path.exists(socket_path) and process.poll() is None:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    return RunningServer(process, socket_path, str(log_path))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--socket", required=True, help="the Unix socket to listen on")
+    parser.add_argument("--parent", type=int, required=True, help="stop when this pid ends")
+    parser.add_argument("scripts", nargs="*", help="scripts whose imports to preload")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s job server %(process)d: %(message)s",
+    )
+    server = JobServer(args.socket, args.parent)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        server.preload(preload_modules(args.scripts))
+        server.serve_forever()
+    except (SystemExit, KeyboardInterrupt):
+        pass
+    finally:
+        server.shutdown()
+
+
+if __name__ == "__main__":
+    main()
