@@ -151,8 +151,10 @@ def start_job_server():
 
     from snakemake.shell import shell
 
-    local = workflow.local_exec and not (workflow.remote_exec or workflow.subprocess_exec)
-    plain = not workflow.deployment_settings.deployment_method  # no conda, no containers
+    local = workflow.local_exec and not workflow.remote_exec
+    local = local and not workflow.subprocess_exec
+    # No conda, no containers: their jobs run another interpreter.
+    plain = not workflow.deployment_settings.deployment_method
     if not (config["job_server"] and local and plain and sys.platform == "linux"):
         return
     from monoscope import jobserver
