@@ -39,8 +39,7 @@ install: $(STAMP)
 # results/demo/atlas/index.html and the report results/demo/report.zip (a zip: the atlas is
 # a directory, which Snakemake's single-file HTML report cannot hold).
 demo: $(STAMP)
-	$(LOCAL) $(BIN)/snakemake --cores $(CORES)
-	$(LOCAL) $(BIN)/snakemake --cores $(CORES) --report results/demo/report.zip
+	$(LOCAL) $(BIN)/snakemake --cores $(CORES) --report results/demo/report.zip --report-after-run
 	@$(BIN)/python -m monoscope.readme results/demo --summary || true
 
 # Rewrites README.md's quoted demo tables from results/demo/tables (after make demo).

@@ -80,6 +80,9 @@ def case_config(case: str, size: int, neurons: int, args, photos: Path) -> dict:
         "experiment": f"bench_scale_{args.device}_{case}_{size}",
         "device": args.device,
         "threads": args.threads,
+        # Every job in its own interpreter: the benchmark files' memory columns are read,
+        # and with the job server they would measure each job's client.
+        "job_server": False,
         "branches": ["pure"],
         "data": {
             "name": "imagefolder",

@@ -3,8 +3,10 @@ the same run: importing torchvision (with and without compat adapter 2's deferre
 TorchDynamo import), reading the demo digits (the shipped file against
 ``sklearn.datasets.load_digits``), a UMAP fit (numba's kernels compiled against cached,
 compat adapter 3), importing dcor (its own import against compat adapter 5's, both
-after a first import has filled numba's cache) and an optimizer's first step (torch's
-own wrappers, which import TorchDynamo, against compat adapter 6).
+after a first import has filled numba's cache), an optimizer's first step (torch's
+own wrappers, which import TorchDynamo, against compat adapter 6) and a whole job's start
+(a new interpreter importing what a workflow script imports, against a fork of the local
+job server, ``monoscope.jobserver``).
 
     python benchmarks/bench_startup.py --out results/bench
 """
@@ -12,17 +14,24 @@ own wrappers, which import TorchDynamo, against compat adapter 6).
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
 
 import monoscope  # noqa: F401  (must precede any torchvision import)
+from monoscope import jobserver
+
+REPO = Path(__file__).resolve().parents[1]
+# The job whose start is timed: the imports of a typical workflow script, then nothing.
+JOB_SCRIPT = REPO / "workflow" / "scripts" / "render_crops.py"
 
 # Each snippet prints the seconds of the part it times (imports included).
 IMPORT_TORCHVISION = """
@@ -86,6 +95,44 @@ def median_of(code: str, repeats: int) -> float:
     return statistics.median(seconds_in_subprocess(code) for _ in range(repeats))
 
 
+def job_start_seconds(repeats: int) -> tuple[float, float]:
+    """Wall seconds of a job that only imports what ``JOB_SCRIPT`` imports: run by a new
+    interpreter, and through the job client with a job server running (as Snakemake runs
+    it with ``job_server: true``); medians of ``repeats`` runs each."""
+    tree = ast.parse(JOB_SCRIPT.read_text())
+    imports = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    with tempfile.TemporaryDirectory() as folder:
+        job = Path(folder) / "job.py"
+        job.write_text("\n".join(ast.unparse(node) for node in imports) + "\n")
+        environment = jobserver.server_environment(threads=1)
+        saved = os.environ.get(jobserver.SOCKET_VARIABLE)
+        server = jobserver.start(JOB_SCRIPT.parent, threads=1, log_path=Path(folder) / "log")
+        environment[jobserver.SOCKET_VARIABLE] = server.socket_path
+        try:
+            alone = [sys.executable, str(job)]
+            served = [sys.executable, str(REPO / "workflow" / "job_client.py"), *alone]
+            _timed(served, environment)  # waits for the server's imports
+            times = {
+                name: statistics.median(_timed(command, environment) for _ in range(repeats))
+                for name, command in (("alone", alone), ("served", served))
+            }
+        finally:
+            server.stop()
+            if saved is None:
+                os.environ.pop(jobserver.SOCKET_VARIABLE, None)
+            else:
+                os.environ[jobserver.SOCKET_VARIABLE] = saved
+        if "served 0 jobs" in Path(folder).joinpath("log").read_text():
+            raise RuntimeError("the job server served no job: the comparison would be void")
+    return times["alone"], times["served"]
+
+
+def _timed(command: list[str], environment: dict) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, env=environment, check=True)
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
@@ -110,6 +157,15 @@ def main() -> None:
         compiled = seconds_in_subprocess(UMAP_FIT, env)
         cached = seconds_in_subprocess(UMAP_FIT, env)
     rows.append(("UMAP fit, 40 points (compiling numba / cached)", compiled, cached))
+    alone, served = job_start_seconds(args.repeats)
+    rows.append(
+        (
+            f"start a job importing what {JOB_SCRIPT.name} imports "
+            "(new interpreter / job server)",
+            alone,
+            served,
+        )
+    )
 
     args.out.mkdir(parents=True, exist_ok=True)
     records = [{"what": w, "simple_s": p, "monoscope_s": f, "ratio": p / f} for w, p, f in rows]

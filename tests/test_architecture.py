@@ -26,6 +26,7 @@ LAYERS = {
     "compat": 1,
     "registry": 1,
     "checkpoints": 1,
+    "jobserver": 1,
     "data": 2,
     "photos": 2,
     "weights": 2,
