@@ -160,8 +160,7 @@ def main() -> None:
     alone, served = job_start_seconds(args.repeats)
     rows.append(
         (
-            f"start a job importing what {JOB_SCRIPT.name} imports "
-            "(new interpreter / job server)",
+            f"start a job importing what {JOB_SCRIPT.name} imports (new interpreter / job server)",
             alone,
             served,
         )
