@@ -170,6 +170,16 @@ def test_a_server_with_a_thread_serves_nothing(tmp_path, monkeypatch):
         server.shutdown()
 
 
+def test_initialised_cuda_is_a_fork_hazard(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(jobserver, "thread_count", lambda: 1)  # pytest's own may differ
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    assert jobserver.fork_hazard() is None
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    assert "CUDA" in jobserver.fork_hazard()
+
+
 def test_preload_lists_the_scripts_imports_and_the_preamble_s(tmp_path):
     (tmp_path / "one.py").write_text("import numpy\nfrom monoscope.io import save_tensors\n")
     (tmp_path / "two.py").write_text("from . import relative\nimport os.path\n")

@@ -138,6 +138,25 @@ def preload_modules(scripts: Iterable[str | os.PathLike]) -> list[str]:
     return sorted(modules)
 
 
+def fork_hazard() -> str | None:
+    """Why a fork of this process would not be a clean start for a job; ``None`` if none.
+
+    A forked child has only the thread that forked, so a thread pool a library started
+    (or a lock one of its threads held) is broken in it; and CUDA cannot be used in a
+    child forked after CUDA was initialised. Imports normally do neither.
+    """
+    threads = thread_count()
+    if threads > 1:
+        return (
+            f"the server has {threads} threads after importing the modules (a library "
+            "started a thread pool); forking it would not be safe"
+        )
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        return "CUDA was initialised while importing the modules; a fork could not use it"
+    return None
+
+
 def thread_count() -> int:
     """The threads of this process (Linux); 1 where that cannot be read."""
     try:
@@ -173,12 +192,8 @@ class JobServer:
                 importlib.import_module(name)
             except Exception as error:  # noqa: BLE001 (the job will raise it, in its log)
                 log.warning("not preloaded: %s (%s: %s)", name, type(error).__name__, error)
-        threads = thread_count()
-        if threads > 1:
-            self.refusal = (
-                f"the server has {threads} threads after importing the modules (a library "
-                "started a thread pool); forking it would not be safe"
-            )
+        self.refusal = fork_hazard()
+        if self.refusal:
             log.warning("serving no job: %s", self.refusal)
         log.info(
             "preloaded in %.1f s; listening on %s", time.perf_counter() - started, self.socket_path
