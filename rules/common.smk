@@ -149,6 +149,7 @@ def start_job_server():
     import shlex
     import sys
 
+    from snakemake.logging import logger
     from snakemake.shell import shell
 
     local = workflow.local_exec and not workflow.remote_exec
@@ -156,6 +157,11 @@ def start_job_server():
     # No conda, no containers: their jobs run another interpreter.
     plain = not workflow.deployment_settings.deployment_method
     if not (config["job_server"] and local and plain and sys.platform == "linux"):
+        return
+    # The client goes in front of every shell command, which only script rules can take.
+    others = [rule.name for rule in workflow.rules if not (rule.norun or rule.script)]
+    if others:
+        logger.warning(f"job server not started: rules {others} are not script rules")
         return
     from monoscope import jobserver
 
@@ -165,15 +171,20 @@ def start_job_server():
         threads=min(config["threads"], workflow.cores),
         log_path=out("logs/job_server.log"),
     )
-    JOB_SERVERS.append(server)
     client = os.path.join(workflow.basedir, "workflow", "job_client.py")
     command = f"{shlex.quote(sys.executable)} {shlex.quote(client)} "
     # Snakemake's own prefix ("set -euo pipefail; " under bash) stays in front; a private
     # method, so tests/test_jobserver.py runs a workflow through the prefix.
+    previous = shell._process_prefix
     prefix = shell._get_process_prefix() + command
     shell.prefix(prefix.replace("{", "{{").replace("}", "}}"))
+    JOB_SERVERS.append((server, previous))
 
 
 def stop_job_server():
+    from snakemake.shell import shell
+
     while JOB_SERVERS:
-        JOB_SERVERS.pop().stop()
+        server, previous = JOB_SERVERS.pop()
+        server.stop()
+        shell._process_prefix = previous

@@ -95,11 +95,32 @@ def test_a_served_job_sees_its_own_command_folder_streams_and_status(server, tmp
 
 
 def test_an_exception_prints_its_traceback_and_exits_1(server, tmp_path):
-    script = write_script(tmp_path, "raise RuntimeError('the job failed here')\n")
+    script = write_script(
+        tmp_path,
+        """
+        import os, sys
+        print("served by", os.environ.get("MONOSCOPE_JOB_SERVED_BY"), file=sys.stderr)
+        raise RuntimeError("the job failed here")
+        """,
+    )
     result = run_job(script)
     assert result.returncode == 1
+    assert f"served by {server.process.pid}" in result.stderr
     assert "Traceback" in result.stderr
     assert "RuntimeError: the job failed here" in result.stderr
+
+
+def test_short_jobs_report_their_exit_status(server, tmp_path):
+    # The acceptance and the exit status can reach the client in one read; each must be
+    # read as its own message.
+    script = write_script(tmp_path, "import sys\nsys.exit(int(sys.argv[1]))\n")
+    for code in range(8):
+        assert run_job(script, code).returncode == code
+
+
+def test_a_job_killed_by_a_signal_ends_its_client_the_same_way(server, tmp_path):
+    script = write_script(tmp_path, "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    assert run_job(script).returncode == -signal.SIGKILL
 
 
 def test_a_job_with_other_thread_counts_runs_by_itself(server, tmp_path):
@@ -123,32 +144,72 @@ def test_without_a_server_the_client_runs_the_job_itself(tmp_path):
     assert json.loads(result.stdout)["ppid"] == os.getpid()
 
 
-def test_a_cancelled_job_is_killed_with_its_client(server, tmp_path):
-    marker = tmp_path / "pid"
+def start_waiting_job(server, folder):
+    """A served job that records its pid and then waits; ``(client, worker pid)``."""
+    marker, cleaned = folder / "pid", folder / "cleaned"
     script = write_script(
-        tmp_path,
+        folder,
         f"""
-        import os, time
-        open({str(marker)!r} + ".tmp", "w").write(str(os.getpid()))
+        import json, os, time
+        with open({str(marker)!r} + ".tmp", "w") as file:
+            json.dump([os.getpid(), os.getppid()], file)
         os.replace({str(marker)!r} + ".tmp", {str(marker)!r})
-        time.sleep(120)
+        try:
+            time.sleep(120)
+        finally:  # runs on KeyboardInterrupt, as in the job run by itself
+            open({str(cleaned)!r}, "w").close()
         """,
     )
+    environment = jobserver.server_environment(threads=1)
+    environment.pop("PYTEST_CURRENT_TEST", None)
     client = subprocess.Popen(
-        [sys.executable, str(CLIENT), sys.executable, str(script)],
-        env=jobserver.server_environment(threads=1),
+        [sys.executable, str(CLIENT), sys.executable, str(script)], env=environment
     )
     deadline = time.monotonic() + 30
     while not marker.exists():
         assert time.monotonic() < deadline and client.poll() is None
         time.sleep(0.02)
-    worker = int(marker.read_text())
-    client.send_signal(signal.SIGTERM)  # what Snakemake does to a cancelled job
-    assert client.wait(10) == -signal.SIGTERM
+    worker, parent = json.loads(marker.read_text())
+    assert parent == server.process.pid  # served
+    return client, worker
+
+
+@pytest.mark.parametrize(
+    ("sent", "status", "cleaned_up"),
+    [
+        (signal.SIGTERM, -signal.SIGTERM, False),  # Snakemake cancelling the job
+        (signal.SIGINT, 130, True),  # Ctrl-C: KeyboardInterrupt, finally blocks run
+        (signal.SIGKILL, -signal.SIGKILL, False),  # the client killed outright
+    ],
+)
+def test_a_signal_to_the_client_ends_the_worker(server, tmp_path, sent, status, cleaned_up):
+    client, worker = start_waiting_job(server, tmp_path)
+    client.send_signal(sent)
+    assert client.wait(10) == status
     deadline = time.monotonic() + 10
     while _alive(worker):
         assert time.monotonic() < deadline, "the worker outlived its client"
         time.sleep(0.02)
+    assert (tmp_path / "cleaned").exists() == cleaned_up
+
+
+def test_a_stopped_server_ends_its_workers(tmp_path):
+    folder = tmp_path / "scripts"
+    folder.mkdir()
+    previous = os.environ.get(jobserver.SOCKET_VARIABLE)
+    test_name = os.environ.pop("PYTEST_CURRENT_TEST", None)
+    running = jobserver.start(folder, threads=1, log_path=tmp_path / "server.log")
+    try:
+        client, worker = start_waiting_job(running, tmp_path)
+        running.stop()
+        assert client.wait(10) == 1  # "the job server ended before job ... did"
+        assert not _alive(worker)
+    finally:
+        running.stop()
+        if test_name is not None:
+            os.environ["PYTEST_CURRENT_TEST"] = test_name
+        if previous is not None:
+            os.environ[jobserver.SOCKET_VARIABLE] = previous
 
 
 def test_a_server_with_a_thread_serves_nothing(tmp_path, monkeypatch):
@@ -157,11 +218,13 @@ def test_a_server_with_a_thread_serves_nothing(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     (tmp_path / "starts_a_thread.py").write_text(
         "import threading, time\n"
-        "threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
+        "threading.Thread(target=time.sleep, args=(5,), daemon=True).start()\n"
     )
     server = jobserver.JobServer(str(tmp_path / "socket"), parent_pid=os.getppid())
+    before = jobserver.thread_count()
     try:
         server.preload(["starts_a_thread"])
+        assert jobserver.thread_count() == before + 1
         reason = server.refuse_reason(
             {"argv": [sys.executable, "job.py"], "environment": dict(os.environ)}
         )

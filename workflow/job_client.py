@@ -11,6 +11,8 @@ import os
 import sys
 
 package = importlib.util.find_spec("monoscope")  # finds the package without importing it
+if len(sys.argv) < 2:
+    sys.exit("usage: job_client.py <command> [args...]")
 if package is None or not package.submodule_search_locations:
     os.execvp(sys.argv[1], sys.argv[1:])  # no monoscope here: run the job as it is
 path = os.path.join(package.submodule_search_locations[0], "jobserver.py")

@@ -9,9 +9,22 @@ run (not SLURM: there a job is minutes long and runs on another machine) the Sna
 every job command ``python workflow/job_client.py <the job's command>``; the client sends
 the command, its working directory, its environment and its stdin/stdout/stderr to the
 server, which forks a worker that runs the script with them and reports its exit status.
-A worker is a fresh process for everything the job does (its own RNG state, module
-state, torch threads); only the imported modules are shared, and they are the same ones
-the script would have imported.
+
+What a worker shares with the server, and a new interpreter would not have:
+
+- the imported modules, and what importing them did: the union of every script's
+  imports, so a job sees modules it did not import itself (a missing import in a script
+  shows only with ``job_server: false`` or on SLURM; the tests run both ways);
+- the string-hash seed. Python's ``random`` reseeds itself in a fork and the worker
+  reseeds numpy's global generator from the OS; the workflow seeds every generator it
+  uses anyway.
+
+Everything else is the job's own: its command (``sys.argv``), folder, environment (plus
+what the imports set in the server's, as they would have in the job's), standard
+streams (stdout line-buffered on a terminal only, as Python sets it), signal
+dispositions, RNG states and torch threads; at the end the worker does what the
+interpreter does at exit (joins threads, runs ``atexit`` functions, prints an uncaught
+exception with ``sys.excepthook``).
 
 The server serves a job only when the fork is the same as a fresh interpreter:
 
@@ -20,13 +33,17 @@ The server serves a job only when the fork is the same as a fresh interpreter:
   :data:`PER_JOB_VARIABLES` (read when used, not at import): thread counts such as
   ``OMP_NUM_THREADS`` are read by the libraries when they load, so a job with other
   thread counts is not served;
-- the server has a single thread (forking a process with running threads is unsafe; the
-  server is started with the jobs' thread counts, which keep numerical libraries from
-  starting pools at import when they are 1).
+- the server has a single thread and CUDA uninitialised after its imports
+  (:func:`fork_hazard`); otherwise it serves nothing and exits. It is started with the
+  jobs' thread counts; at 1, numerical libraries start no pools at import, at more the
+  server usually ends there (the demo and the tests use 1).
 
 Otherwise the client runs the command itself, as Snakemake would have, and the server's
-log says why. A worker dies with the server (``PR_SET_PDEATHSIG``) and is killed when its
-client goes away (Snakemake cancelling the job); the server exits when Snakemake does.
+log says why. Signals for a job (Snakemake cancelling it, a Ctrl-C) reach its client,
+which forwards them to the worker; a worker whose client is killed outright is killed
+too, and every worker dies with the server (``PR_SET_PDEATHSIG``); the server exits when
+Snakemake does. Every rule must be a ``script:`` rule: the shell prefix is put in front
+of every shell command (``start_job_server`` in rules/common.smk checks it).
 
 Cost: Snakemake's ``benchmark:`` files measure the client, so their wall time is right
 but their memory and CPU columns are not the job's; set ``job_server: false`` (config) to
@@ -39,10 +56,12 @@ import argparse
 import ast
 import atexit
 import ctypes
+import functools
 import importlib
 import json
 import logging
 import os
+import select
 import selectors
 import shlex
 import signal
@@ -100,25 +119,47 @@ def send_message(sock: socket.socket, message: Mapping, fds: Iterable[int] = ())
 
 
 def receive_message(sock: socket.socket, max_fds: int = 0) -> tuple[dict | None, list[int]]:
-    """One message and the descriptors that came with it; ``(None, [])`` at end of stream."""
-    buffer, fds = b"", []
-    while len(buffer) < _HEADER.size or len(buffer) < _HEADER.size + _length(buffer):
+    """One message and the descriptors that came with it; ``(None, [])`` at end of stream.
+
+    Reads exactly the message's bytes, so a message that follows on the same connection
+    (the exit status after the acceptance) stays in the socket for the next call. The
+    descriptors travel with the first bytes (``send_message``), so the header's read
+    receives them. On any error the received descriptors are closed.
+    """
+    fds: list[int] = []
+    try:
+        header = _receive_exactly(sock, _HEADER.size, fds, max_fds)
+        if header is None:
+            _close_all(fds)
+            return None, []
+        body = _receive_exactly(sock, _HEADER.unpack(header)[0], fds, 0)
+        if body is None:
+            _close_all(fds)
+            return None, []
+        return json.loads(body), fds
+    except BaseException:
+        _close_all(fds)
+        raise
+
+
+def _receive_exactly(sock: socket.socket, size: int, fds: list[int], max_fds: int) -> bytes | None:
+    buffer = b""
+    while len(buffer) < size:
         if max_fds and not fds:
-            chunk, new_fds, _, _ = socket.recv_fds(sock, 1 << 16, max_fds)
+            chunk, new_fds, _, _ = socket.recv_fds(sock, size - len(buffer), max_fds)
             fds.extend(new_fds)
         else:
-            chunk = sock.recv(1 << 16)
+            chunk = sock.recv(size - len(buffer))
         if not chunk:
-            for fd in fds:
-                os.close(fd)
-            return None, []
+            return None
         buffer += chunk
-    size = _length(buffer)
-    return json.loads(buffer[_HEADER.size : _HEADER.size + size]), fds
+    return buffer
 
 
-def _length(buffer: bytes) -> int:
-    return _HEADER.unpack(buffer[: _HEADER.size])[0] if len(buffer) >= _HEADER.size else 0
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
+    fds.clear()
 
 
 # ------------------------------------------------------------------------------ preload
@@ -175,13 +216,19 @@ class JobServer:
         self.socket_path = socket_path
         self.parent_pid = parent_pid
         self.environment = dict(os.environ)
-        self.python = os.path.realpath(sys.executable)
+        # What the imports add to the environment (scikit-learn sets KMP_* variables, for
+        # one): a job that imported them itself would have them too.
+        self.import_environment: dict[str, str] = {}
+        self.python = os.path.abspath(sys.executable)  # not resolved: a venv's own python
         self.refusal: str | None = None  # why no job can be served, if none can
         self.workers: dict[int, socket.socket] = {}  # pid -> the client's connection
+        # The signal dispositions this process started with, which a worker restores
+        # (set before main() installs its own SIGTERM handler).
+        self.signals = {number: signal.getsignal(number) for number in _JOB_SIGNALS}
         self.selector = selectors.DefaultSelector()
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(socket_path)
-        self.listener.listen(64)  # clients wait in the backlog while modules load
+        self.listener.listen(64)  # clients that come during the imports wait here
         self.served = self.declined = 0
 
     def preload(self, modules: Iterable[str]) -> None:
@@ -192,6 +239,9 @@ class JobServer:
                 importlib.import_module(name)
             except Exception as error:  # noqa: BLE001 (the job will raise it, in its log)
                 log.warning("not preloaded: %s (%s: %s)", name, type(error).__name__, error)
+        self.import_environment = {
+            key: value for key, value in os.environ.items() if self.environment.get(key) != value
+        }
         self.refusal = fork_hazard()
         if self.refusal:
             log.warning("serving no job: %s", self.refusal)
@@ -204,11 +254,11 @@ class JobServer:
         if self.refusal:
             return self.refusal
         argv = request.get("argv") or []
+        environment = request.get("environment") or {}
         if len(argv) < 2 or not argv[1].endswith(".py"):
             return f"not a Python script command: {shlex.join(argv)}"
-        if os.path.realpath(shutil_which(argv[0], request.get("environment", {}))) != self.python:
+        if os.path.abspath(shutil_which(argv[0], environment)) != self.python:
             return f"another interpreter: {argv[0]} (the server runs {self.python})"
-        environment = request.get("environment", {})
         keys = (set(environment) | set(self.environment)) - PER_JOB_VARIABLES
         differing = sorted(k for k in keys if environment.get(k) != self.environment.get(k))
         if differing:
@@ -216,6 +266,8 @@ class JobServer:
         return None
 
     def serve_forever(self) -> None:
+        if self.refusal:
+            return  # closing the socket sends every client back to running its job itself
         self.selector.register(self.listener, selectors.EVENT_READ, None)
         while True:
             if os.getppid() != self.parent_pid:
@@ -229,44 +281,64 @@ class JobServer:
             self._reap()
 
     def _accept(self) -> None:
-        connection, _ = self.listener.accept()
-        connection.settimeout(10)
         try:
-            request, fds = receive_message(connection, max_fds=3)
-        except (OSError, ValueError) as error:
-            log.warning("unreadable request: %s", error)
-            connection.close()
+            connection, _ = self.listener.accept()
+        except OSError as error:  # out of descriptors, say: the client runs its job itself
+            log.warning("could not accept a job: %s", error)
             return
-        if request is None or len(fds) != 3:
-            for fd in fds:
-                os.close(fd)
+        try:
+            self._start(connection)
+        except Exception as error:  # noqa: BLE001 (one bad request must not stop the others)
+            log.warning("could not start a job: %s: %s", type(error).__name__, error)
+            _send_quietly(connection, {"accepted": False, "reason": str(error)})
             connection.close()
-            return
-        reason = self.refuse_reason(request)
-        if reason is not None:
-            self.declined += 1
-            log.info("declined (the client runs it): %s", reason)
-            _send_quietly(connection, {"accepted": False, "reason": reason})
-            for fd in fds:
-                os.close(fd)
-            connection.close()
-            return
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
-        pid = os.fork()
-        if pid == 0:  # the worker
-            _run_worker(self, connection, request, fds)  # never returns
-        for fd in fds:
-            os.close(fd)
+
+    def _start(self, connection: socket.socket) -> None:
+        connection.settimeout(10)
+        request, fds = receive_message(connection, max_fds=3)
+        try:
+            if not isinstance(request, dict) or len(fds) != 3:
+                connection.close()
+                return
+            reason = self.refuse_reason(request)
+            if reason is None and _closed(connection):
+                reason = "the client went away"  # it gave up waiting and runs the job itself
+            if reason is not None:
+                self.declined += 1
+                log.info("declined (the client runs it): %s", reason)
+                _send_quietly(connection, {"accepted": False, "reason": reason})
+                connection.close()
+                return
+            pid = self._fork(connection, request, fds)
+        finally:
+            _close_all(fds)
         self.served += 1
         self.workers[pid] = connection
         self.selector.register(connection, selectors.EVENT_READ, pid)
         log.info("job %d: %s", pid, shlex.join(request["argv"][1:]))
         _send_quietly(connection, {"accepted": True, "pid": pid})
 
+    def _fork(self, connection: socket.socket, request: Mapping, fds: list[int]) -> int:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        server_pid = os.getpid()
+        # No signal handler of the server may run in the child before it resets them.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _JOB_SIGNALS)
+        try:
+            pid = os.fork()
+        finally:
+            if os.getpid() == server_pid:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        if pid == 0:  # the worker: it ends in os._exit, whatever happens
+            try:
+                _run_worker(self, server_pid, blocked, connection, request, fds)
+            finally:
+                os._exit(1)
+        return pid
+
     def _client_gone(self, pid: int) -> None:
-        # A client sends nothing after its request: readable means closed (it was killed,
-        # or Snakemake cancelled the job), so the job must not go on.
+        # A client sends nothing after its request: readable means closed (it was killed
+        # with SIGKILL; other signals it forwards), so the job must not go on.
         log.info("job %d: its client went away; killing it", pid)
         try:
             os.kill(pid, signal.SIGKILL)
@@ -311,6 +383,10 @@ class JobServer:
         log.info("served %d jobs, declined %d", self.served, self.declined)
 
 
+#: The signals a job may get from Snakemake or a terminal; the client forwards them.
+_JOB_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def shutil_which(command: str, environment: Mapping[str, str]) -> str:
     """``command`` as a path: itself when it has a slash, else looked up on the job's PATH."""
     if os.sep in command:
@@ -320,6 +396,12 @@ def shutil_which(command: str, environment: Mapping[str, str]) -> str:
     return shutil.which(command, path=environment.get("PATH")) or command
 
 
+def _closed(connection: socket.socket) -> bool:
+    """Whether the client closed ``connection`` (it sends nothing after its request)."""
+    readable, _, _ = select.select([connection], [], [], 0)
+    return bool(readable)
+
+
 def _send_quietly(connection: socket.socket, message: Mapping) -> None:
     try:
         send_message(connection, message)
@@ -327,47 +409,63 @@ def _send_quietly(connection: socket.socket, message: Mapping) -> None:
         pass  # the client is gone; nothing is waiting for the answer
 
 
-def _run_worker(server: JobServer, connection: socket.socket, request: Mapping, fds) -> None:
+def _run_worker(
+    server: JobServer, server_pid: int, mask, connection: socket.socket, request: Mapping, fds
+) -> None:
     """In the forked child: become the job's process, run its script, exit with its status."""
     code = 1
     try:
-        _die_with_parent()
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for number, disposition in server.signals.items():
+            signal.signal(number, disposition)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        _die_with_parent(server_pid)
         server.selector.close()
         server.listener.close()
         for other in server.workers.values():
             other.close()
         connection.close()
+        log.handlers.clear()  # the server's log is not the job's
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
-            os.close(fd)
+        _close_all(list(fds))
+        # As a fresh interpreter sets them: line-buffered stdout on a terminal only.
+        sys.stdout.reconfigure(line_buffering=os.isatty(1))
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["environment"])
-        os.environ[SERVED_VARIABLE] = str(os.getppid())
+        os.environ.update(server.import_environment)
+        os.environ[SERVED_VARIABLE] = str(server_pid)
         tempfile.tempdir = None  # chosen again from this job's TMPDIR
+        numpy = sys.modules.get("numpy")
+        if numpy is not None:  # its global generator, seeded afresh as in a new process
+            numpy.random.seed()
         script = request["argv"][1]
         sys.argv = list(request["argv"][1:])
         sys.path[0] = os.path.dirname(os.path.abspath(script))
         code = _run_script(script)
     except BaseException:  # noqa: BLE001 (a worker must never return into the server loop)
-        traceback.print_exc()
+        try:
+            traceback.print_exc()
+        except BaseException:  # noqa: BLE001
+            pass
     finally:
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
-            except Exception:  # noqa: BLE001
+            except BaseException:  # noqa: BLE001
                 pass
-        os._exit(code)
+        os._exit(code & 0xFF)
 
 
 def _run_script(script: str) -> int:
     """Run ``script`` as ``__main__`` and return the exit status Python itself would give."""
+    import gc
     import runpy
+    import threading
 
+    namespace = None
     try:
-        runpy.run_path(script, run_name="__main__")
+        namespace = runpy.run_path(script, run_name="__main__")
         code = 0
     except SystemExit as stop:
         if stop.code is None:
@@ -377,24 +475,28 @@ def _run_script(script: str) -> int:
         else:
             print(stop.code, file=sys.stderr)
             code = 1
-    except KeyboardInterrupt:
-        traceback.print_exc()
-        code = 128 + signal.SIGINT
     except BaseException:  # noqa: BLE001 (printed as the interpreter would)
-        traceback.print_exc()
-        code = 1
-    atexit._run_exitfuncs()  # what the interpreter does at exit (logging, tqdm, ...)
+        sys.excepthook(*sys.exc_info())
+        code = 130 if isinstance(sys.exc_info()[1], KeyboardInterrupt) else 1
+    # What the interpreter does at exit: join non-daemon threads, run the atexit
+    # functions (logging, tqdm, ...), release the script's objects.
+    shutdown_threads = getattr(threading, "_shutdown", None)
+    if shutdown_threads is not None:
+        shutdown_threads()
+    atexit._run_exitfuncs()
+    del namespace
+    gc.collect()
     return code
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(server_pid: int) -> None:
     """Have the kernel kill this worker when the server ends (Linux)."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
         pass
-    if os.getppid() == 1:  # the server ended before prctl took effect
+    if os.getppid() != server_pid:  # the server ended before prctl took effect
         os._exit(1)
 
 
@@ -405,7 +507,8 @@ def run_client(argv: list[str]) -> int:
     """Run the job command ``argv`` through the server, or run it here.
 
     Returns the job's exit status when the server ran it; otherwise replaces this process
-    with ``argv`` (so the job is exactly what Snakemake would have started).
+    with ``argv``, as the shell would have run it (SIGPIPE and SIGXFSZ back to their
+    defaults, which Python changed; 127 when the command is not found).
     """
     if not argv:
         print("monoscope job client: no command given", file=sys.stderr)
@@ -414,8 +517,19 @@ def run_client(argv: list[str]) -> int:
     code = _run_on_server(socket_path, argv) if socket_path else None
     if code is not None:
         return code
-    os.execvp(argv[0], argv)
+    for number in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(number, signal.SIG_DFL)
+    try:
+        os.execvp(argv[0], argv)
+    except OSError as error:
+        print(f"monoscope job client: {argv[0]}: {error.strerror}", file=sys.stderr)
+        return 127
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+#: How long a client waits for the server to accept its job before running it itself
+#: (the server answers once it has imported its modules, normally in seconds).
+ACCEPT_TIMEOUT_SECONDS = 120.0
 
 
 def _run_on_server(socket_path: str, argv: list[str]) -> int | None:
@@ -427,37 +541,56 @@ def _run_on_server(socket_path: str, argv: list[str]) -> int | None:
             os.dup2(os.open(os.devnull, os.O_RDWR), fd)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
+        sock.settimeout(ACCEPT_TIMEOUT_SECONDS)
         sock.connect(socket_path)
         request = {"argv": argv, "cwd": os.getcwd(), "environment": dict(os.environ)}
         send_message(sock, request, fds=(0, 1, 2))
         reply, _ = receive_message(sock)  # waits while the server imports its modules
-    except OSError:
-        sock.close()
+    except (OSError, ValueError):
+        sock.close()  # the server checks for this before it forks: the job runs once
         return None
     if not reply or not reply.get("accepted"):
         sock.close()
         return None
-    # From here the worker runs the job. If Snakemake cancels it, this process ends (the
-    # signals' default actions), its socket closes and the server kills the worker.
-    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(number, signal.SIG_DFL)
-    try:
-        result, _ = receive_message(sock)
-    except OSError:
-        result = None
+    sock.settimeout(None)
+    worker = int(reply["pid"])
+    # From here the worker runs the job. Signals for the job (Snakemake cancelling it, a
+    # Ctrl-C) go on to the worker, so it ends as the job would have; signals the job
+    # would have ignored stay ignored.
+    for number in _JOB_SIGNALS:
+        if signal.getsignal(number) != signal.SIG_IGN:
+            signal.signal(number, functools.partial(_forward, worker))
+    while True:
+        try:
+            result, _ = receive_message(sock)
+            break
+        except InterruptedError:  # pragma: no cover (PEP 475 retries recv)
+            continue
+        except OSError:
+            result = None
+            break
     if result is None:
         print(
-            f"monoscope job client: the job server ended before job {reply.get('pid')} "
-            "did (its log is results/<experiment>/logs/job_server.log)",
+            f"monoscope job client: the job server ended before job {worker} did "
+            "(its log is results/<experiment>/logs/job_server.log)",
             file=sys.stderr,
         )
         return 1
     code = int(result["exit"])
     if code < 0:  # the worker was killed by a signal: end the same way
-        signal.signal(-code, signal.SIG_DFL)
-        os.kill(os.getpid(), -code)
-        return 128 - code
+        number = -code
+        if number not in (signal.SIGKILL, signal.SIGSTOP):
+            signal.signal(number, signal.SIG_DFL)
+        os.kill(os.getpid(), number)
+        return 128 + number
     return code
+
+
+def _forward(worker: int, number: int, _frame) -> None:
+    try:
+        os.kill(worker, number)
+    except ProcessLookupError:
+        pass
 
 
 # ------------------------------------------------------------- the Snakefile's start/stop
@@ -485,6 +618,8 @@ class RunningServer:
             os.rmdir(os.path.dirname(self.socket_path))
         except OSError:
             pass
+        if os.environ.get(SOCKET_VARIABLE) == self.socket_path:
+            del os.environ[SOCKET_VARIABLE]  # later jobs of this process run by themselves
 
 
 def server_environment(threads: int) -> dict[str, str]:
@@ -525,10 +660,14 @@ def start(
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
+            # Out of Snakemake's process group: a Ctrl-C reaches each job through its
+            # client (which forwards it to its worker), not the server and all at once.
+            start_new_session=True,
         )
-    # Clients that come before the socket exists run their jobs themselves; wait briefly
-    # for it (binding comes before the imports, so this is a fraction of a second).
-    deadline = time.monotonic() + 10
+    # Clients that come before the socket exists run their jobs themselves, so wait for
+    # it: the server binds it once `import monoscope` (torch) is done, in about 2 s, and
+    # imports the scripts' other modules after that, while the first clients wait.
+    deadline = time.monotonic() + 30
     while not os.path.exists(socket_path) and process.poll() is None:
         if time.monotonic() > deadline:
             break
@@ -542,11 +681,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parent", type=int, required=True, help="stop when this pid ends")
     parser.add_argument("scripts", nargs="*", help="scripts whose imports to preload")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s job server %(process)d: %(message)s",
-    )
+    # The server's own logger, not the root's: workers inherit the root logger, and a
+    # job's logging must start as it would in a new interpreter.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s job server %(process)d: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
     server = JobServer(args.socket, args.parent)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
