@@ -105,7 +105,6 @@ def job_start_seconds(repeats: int) -> tuple[float, float]:
         job = Path(folder) / "job.py"
         job.write_text("\n".join(ast.unparse(node) for node in imports) + "\n")
         environment = jobserver.server_environment(threads=1)
-        saved = os.environ.get(jobserver.SOCKET_VARIABLE)
         server = jobserver.start(JOB_SCRIPT.parent, threads=1, log_path=Path(folder) / "log")
         environment[jobserver.SOCKET_VARIABLE] = server.socket_path
         try:
@@ -118,10 +117,6 @@ def job_start_seconds(repeats: int) -> tuple[float, float]:
             }
         finally:
             server.stop()
-            if saved is None:
-                os.environ.pop(jobserver.SOCKET_VARIABLE, None)
-            else:
-                os.environ[jobserver.SOCKET_VARIABLE] = saved
         if "served 0 jobs" in Path(folder).joinpath("log").read_text():
             raise RuntimeError("the job server served no job: the comparison would be void")
     return times["alone"], times["served"]

@@ -42,24 +42,33 @@ def server(tmp_path_factory):
     scripts = folder / "scripts"
     scripts.mkdir()
     (scripts / "job.py").write_text("import json\nimport numpy\n")
-    previous = os.environ.get(jobserver.SOCKET_VARIABLE)
-    # pytest names the current test and phase in the environment, which then differs
-    # between this fixture and the tests (run_job leaves it out too).
-    test_name = os.environ.pop("PYTEST_CURRENT_TEST", None)
-    running = jobserver.start(scripts, threads=1, log_path=folder / "server.log")
-    if test_name is not None:
-        os.environ["PYTEST_CURRENT_TEST"] = test_name
+    running = start_server(scripts, folder / "server.log")
     yield running
     running.stop()
-    if previous is None:
-        os.environ.pop(jobserver.SOCKET_VARIABLE, None)
-    else:
-        os.environ[jobserver.SOCKET_VARIABLE] = previous
+
+
+def start_server(scripts, log_path):
+    """``jobserver.start`` outside pytest's per-test variable (stop() restores the rest)."""
+    # pytest names the current test and phase in the environment, which then differs
+    # between the server and the jobs (job_environment leaves it out too).
+    test_name = os.environ.pop("PYTEST_CURRENT_TEST", None)
+    try:
+        return jobserver.start(scripts, threads=1, log_path=log_path)
+    finally:
+        if test_name is not None:
+            os.environ["PYTEST_CURRENT_TEST"] = test_name
+
+
+def job_environment():
+    """The environment Snakemake gives a job of a one-thread rule."""
+    environment = jobserver.server_environment(threads=1)
+    environment.pop("PYTEST_CURRENT_TEST", None)
+    return environment
 
 
 def run_job(script, *args, environment=None, cwd=None, **kwargs):
     """Run ``python script args`` through the client, as a job of a one-thread rule."""
-    environment = environment or jobserver.server_environment(threads=1)
+    environment = environment or job_environment()
     environment.pop("PYTEST_CURRENT_TEST", None)
     return subprocess.run(
         [sys.executable, str(CLIENT), sys.executable, str(script), *map(str, args)],
@@ -80,7 +89,7 @@ def write_script(folder, text, name="script.py"):
 
 def test_a_served_job_sees_its_own_command_folder_streams_and_status(server, tmp_path):
     script = write_script(tmp_path, REPORTER)
-    environment = jobserver.server_environment(threads=1)
+    environment = job_environment()
     environment["TMPDIR"] = str(tmp_path)  # Snakemake sets it per job: it may differ
     result = run_job(script, 3, environment=environment, cwd=tmp_path)
     assert result.returncode == 3
@@ -137,7 +146,7 @@ def test_a_job_with_other_thread_counts_runs_by_itself(server, tmp_path):
 
 def test_without_a_server_the_client_runs_the_job_itself(tmp_path):
     script = write_script(tmp_path, REPORTER)
-    environment = jobserver.server_environment(threads=1)
+    environment = job_environment()
     environment[jobserver.SOCKET_VARIABLE] = str(tmp_path / "no-server")
     result = run_job(script, 4, environment=environment)
     assert result.returncode == 4
@@ -160,10 +169,8 @@ def start_waiting_job(server, folder):
             open({str(cleaned)!r}, "w").close()
         """,
     )
-    environment = jobserver.server_environment(threads=1)
-    environment.pop("PYTEST_CURRENT_TEST", None)
     client = subprocess.Popen(
-        [sys.executable, str(CLIENT), sys.executable, str(script)], env=environment
+        [sys.executable, str(CLIENT), sys.executable, str(script)], env=job_environment()
     )
     deadline = time.monotonic() + 30
     while not marker.exists():
@@ -196,9 +203,8 @@ def test_a_signal_to_the_client_ends_the_worker(server, tmp_path, sent, status, 
 def test_a_stopped_server_ends_its_workers(tmp_path):
     folder = tmp_path / "scripts"
     folder.mkdir()
-    previous = os.environ.get(jobserver.SOCKET_VARIABLE)
-    test_name = os.environ.pop("PYTEST_CURRENT_TEST", None)
-    running = jobserver.start(folder, threads=1, log_path=tmp_path / "server.log")
+    before = os.environ.get(jobserver.SOCKET_VARIABLE)
+    running = start_server(folder, tmp_path / "server.log")
     try:
         client, worker = start_waiting_job(running, tmp_path)
         running.stop()
@@ -206,10 +212,7 @@ def test_a_stopped_server_ends_its_workers(tmp_path):
         assert not _alive(worker)
     finally:
         running.stop()
-        if test_name is not None:
-            os.environ["PYTEST_CURRENT_TEST"] = test_name
-        if previous is not None:
-            os.environ[jobserver.SOCKET_VARIABLE] = previous
+    assert os.environ.get(jobserver.SOCKET_VARIABLE) == before  # stop() restored it
 
 
 def test_a_server_with_a_thread_serves_nothing(tmp_path, monkeypatch):

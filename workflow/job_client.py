@@ -8,12 +8,14 @@ server saves. The module needs only the standard library.
 
 import importlib.util
 import os
+import signal
 import sys
 
 package = importlib.util.find_spec("monoscope")  # finds the package without importing it
 if len(sys.argv) < 2:
     sys.exit("usage: job_client.py <command> [args...]")
 if package is None or not package.submodule_search_locations:
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # as the shell would run it
     os.execvp(sys.argv[1], sys.argv[1:])  # no monoscope here: run the job as it is
 path = os.path.join(package.submodule_search_locations[0], "jobserver.py")
 spec = importlib.util.spec_from_file_location("monoscope_jobserver_client", path)

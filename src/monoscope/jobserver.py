@@ -1,8 +1,8 @@
 """A local job server: workflow jobs start as forks of one process that imported torch once.
 
 Every rule runs a Python script (``script:``), and Snakemake starts each one as a new
-interpreter that imports torch, torchvision, scikit-learn and monoscope again: about 2 to
-3 s of CPU per job, a third of the demo's work and more of the test suite's. On a local
+interpreter that imports torch, torchvision, scikit-learn and monoscope again before its
+first line (``benchmarks/bench_startup.py`` times a job's start both ways). On a local
 run (not SLURM: there a job is minutes long and runs on another machine) the Snakefile's
 ``onstart`` hook starts this server, which imports what the workflow scripts import
 (:func:`preload_modules`) and then waits on a Unix socket. Snakemake's shell prefix makes
@@ -257,7 +257,7 @@ class JobServer:
         environment = request.get("environment") or {}
         if len(argv) < 2 or not argv[1].endswith(".py"):
             return f"not a Python script command: {shlex.join(argv)}"
-        if os.path.abspath(shutil_which(argv[0], environment)) != self.python:
+        if os.path.abspath(_command_path(argv[0], environment)) != self.python:
             return f"another interpreter: {argv[0]} (the server runs {self.python})"
         keys = (set(environment) | set(self.environment)) - PER_JOB_VARIABLES
         differing = sorted(k for k in keys if environment.get(k) != self.environment.get(k))
@@ -376,10 +376,7 @@ class JobServer:
             connection.close()
         self.workers.clear()
         self.listener.close()
-        try:
-            os.unlink(self.socket_path)
-        except FileNotFoundError:
-            pass
+        _remove(self.socket_path)
         log.info("served %d jobs, declined %d", self.served, self.declined)
 
 
@@ -387,7 +384,14 @@ class JobServer:
 _JOB_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def shutil_which(command: str, environment: Mapping[str, str]) -> str:
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _command_path(command: str, environment: Mapping[str, str]) -> str:
     """``command`` as a path: itself when it has a slash, else looked up on the job's PATH."""
     if os.sep in command:
         return command
@@ -597,10 +601,14 @@ def _forward(worker: int, number: int, _frame) -> None:
 
 
 class RunningServer:
-    """The handle :func:`start` returns: the server's process and socket."""
+    """The handle :func:`start` returns: the server's process and socket, and the
+    :data:`SOCKET_VARIABLE` value that :meth:`stop` restores."""
 
-    def __init__(self, process: subprocess.Popen, socket_path: str, log_path: str) -> None:
+    def __init__(
+        self, process: subprocess.Popen, socket_path: str, log_path: str, previous: str | None
+    ) -> None:
         self.process, self.socket_path, self.log_path = process, socket_path, log_path
+        self.previous = previous
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.process.poll() is None:
@@ -610,16 +618,16 @@ class RunningServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        try:
-            os.unlink(self.socket_path)
-        except FileNotFoundError:
-            pass
+        _remove(self.socket_path)
         try:
             os.rmdir(os.path.dirname(self.socket_path))
         except OSError:
             pass
-        if os.environ.get(SOCKET_VARIABLE) == self.socket_path:
-            del os.environ[SOCKET_VARIABLE]  # later jobs of this process run by themselves
+        if os.environ.get(SOCKET_VARIABLE) == self.socket_path:  # later jobs run by themselves
+            if self.previous is None:
+                del os.environ[SOCKET_VARIABLE]
+            else:
+                os.environ[SOCKET_VARIABLE] = self.previous
 
 
 def server_environment(threads: int) -> dict[str, str]:
@@ -635,12 +643,13 @@ def start(
     """Start a server for jobs with ``threads`` threads; its log goes to ``log_path``.
 
     Sets :data:`SOCKET_VARIABLE` in this process's environment, which Snakemake's jobs
-    inherit. The socket lives in a new private folder under the system's temporary folder
+    inherit, until :meth:`RunningServer.stop`. The socket lives in a new private folder under the system's temporary folder
     (Unix socket paths are limited to about 100 characters).
     """
     folder = tempfile.mkdtemp(prefix="monoscope-jobs-")
     socket_path = os.path.join(folder, "socket")
     # Before the server's environment is taken: the jobs inherit it from Snakemake too.
+    previous = os.environ.get(SOCKET_VARIABLE)
     os.environ[SOCKET_VARIABLE] = socket_path
     os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
     command = [
@@ -672,7 +681,7 @@ def start(
         if time.monotonic() > deadline:
             break
         time.sleep(0.01)
-    return RunningServer(process, socket_path, str(log_path))
+    return RunningServer(process, socket_path, str(log_path), previous)
 
 
 def main(argv: list[str] | None = None) -> None:

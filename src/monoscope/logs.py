@@ -6,6 +6,8 @@ import logging
 import os
 import sys
 
+from monoscope.jobserver import SERVED_VARIABLE  # standard library only: cheap
+
 
 def setup_logging(log_path: str | os.PathLike | None = None, level: int = logging.INFO) -> None:
     """Send log records (and tqdm's progress bars, which use stderr) to ``log_path``.
@@ -39,7 +41,7 @@ def start_job(job) -> None:
     torch.set_num_threads(int(job.params.torch_threads))
     logger = logging.getLogger(__name__)
     logger.info("torch CPU threads: %d", torch.get_num_threads())
-    server = os.environ.get("MONOSCOPE_JOB_SERVED_BY")  # monoscope.jobserver.SERVED_VARIABLE
+    server = os.environ.get(SERVED_VARIABLE)
     if server:
         logger.info("started as a fork of the job server (pid %s)", server)
 
